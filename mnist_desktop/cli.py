@@ -1,0 +1,270 @@
+"""``mnist-desktop`` command line: no arguments starts the GUI; subcommands ``classify``,
+``evaluate``, ``export`` and ``bench``.
+
+Kept free of torch and Qt at import time so ``--help`` and the GUI start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FILE_ERRORS = 1
+EXIT_USAGE = 2
+EXIT_MODEL_ERROR = 3
+
+CLASSIFY_EPILOG = """\
+exit status:
+  0  every input was classified
+  1  at least one input could not be read or classified (its row has an error)
+  2  bad usage (no inputs found, bad option)
+  3  the model could not be loaded
+
+CSV columns: path, prediction, confidence, uncertain, error, then one p_<label>
+probability column per class label of the model. When inputs sit in sub-folders named
+after class labels, accuracy and a confusion matrix are printed to stderr.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mnist-desktop",
+                                description="Recognize handwritten digits. Without a command, starts the app.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    g = sub.add_parser("gui", help="start the desktop app (the default)")
+    g.add_argument("--model", help="model file to load instead of the saved setting")
+
+    c = sub.add_parser("classify", help="classify image files and folders",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CLASSIFY_EPILOG)
+    c.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    c.add_argument("--model", help="model file (default: the bundled model)")
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    c.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    c.add_argument("--output", "-o", help="write results to FILE.csv or FILE.json (default: CSV to stdout)")
+    c.add_argument("--top-k", type=int, default=3, metavar="K", help="top-K labels in JSON output (default 3)")
+    c.add_argument("--batch-size", type=int, default=256)
+    c.add_argument("--workers", type=int, default=None,
+                   help="decoding worker processes (default: one per CPU core; 0 = in-process)")
+    c.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
+
+    e = sub.add_parser("evaluate", help="measure a model on labelled data")
+    e.add_argument("--model", help="model file (default: the bundled model)")
+    e.add_argument("--data", required=True,
+                   help="IDX folder (e.g. ../shared/data/mnist) or a folder with one sub-folder per class")
+    e.add_argument("--split", default="test", help="IDX split to use (default: test)")
+    e.add_argument("--through-preprocessing", action="store_true",
+                   help="run IDX images through the full preprocessing path, not as raw tensors")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    x = sub.add_parser("export", help="export a model to TorchScript or ONNX (verified)")
+    x.add_argument("--model", help="model file (default: the bundled model)")
+    x.add_argument("--format", choices=["torchscript", "onnx"], required=True)
+    x.add_argument("--output", "-o", required=True)
+
+    b = sub.add_parser("bench", help="print preprocessing + inference latency figures")
+    b.add_argument("--model", help="model file (default: the bundled model)")
+    b.add_argument("--iterations", type=int, default=2000)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from mnist_desktop import __version__
+        print(__version__)
+        return EXIT_OK
+    command = args.command or "gui"
+    if command == "gui":
+        from mnist_desktop.ui.app import run_app
+        return run_app(model=getattr(args, "model", None))
+    handler = {"classify": cmd_classify, "evaluate": cmd_evaluate, "export": cmd_export,
+               "bench": cmd_bench}[command]
+    return handler(args)
+
+
+def _err(msg: str) -> None:
+    print(f"mnist-desktop: {msg}", file=sys.stderr)
+
+
+def _load_predictor(model: str | None, device: str = "auto"):
+    from mnist_desktop.core.checkpoint import CheckpointError
+    from mnist_desktop.core.paths import default_model_path
+    from mnist_desktop.core.predictor import Predictor
+
+    path = model or default_model_path()
+    try:
+        pred = Predictor.from_file(path, device)
+    except CheckpointError as e:
+        _err(f"cannot load model: {e}")
+        return None
+    if pred.device_message:
+        _err(pred.device_message)
+    return pred
+
+
+def cmd_classify(args) -> int:
+    import csv
+
+    from mnist_desktop.core.batch import classify_files, csv_header, csv_row, write_results
+    from mnist_desktop.core.data import iter_image_files, label_from_parent
+    from mnist_desktop.core.metrics import classification_report, format_confusion
+
+    if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
+        _err("--output must end in .csv or .json")
+        return EXIT_USAGE
+    predictor = _load_predictor(args.model, args.device)
+    if predictor is None:
+        return EXIT_MODEL_ERROR
+    labels = predictor.labels
+    listing_errors: list[tuple[str, str]] = []
+    files = list(iter_image_files(args.paths, recursive=args.recursive, errors=listing_errors))
+    if not files and not listing_errors:
+        _err("no image files found (use --recursive to descend into sub-folders)")
+        return EXIT_USAGE
+
+    results = []
+    stream = None
+    if not args.output:
+        stream = csv.writer(sys.stdout)
+        stream.writerow(csv_header(labels))
+    failed = 0
+    from mnist_desktop.core.batch import FileResult
+    for path, reason in listing_errors:
+        r = FileResult(path, labels, error=reason)
+        failed += 1
+        _err(f"{path}: {reason}")
+        results.append(r)
+        if stream:
+            stream.writerow(csv_row(r))
+    for r in classify_files(files, predictor, batch_size=args.batch_size, workers=args.workers,
+                            true_label=lambda p: label_from_parent(p, labels)):
+        if r.error:
+            failed += 1
+            _err(f"{r.path}: {r.error}")
+        if stream:
+            stream.writerow(csv_row(r))
+        results.append(r)
+    if args.output:
+        try:
+            write_results(args.output, results, labels, top_k=args.top_k)
+        except OSError as e:
+            _err(f"cannot write {args.output}: {e.strerror or e}")
+            return EXIT_FILE_ERRORS
+    labelled = [r for r in results if r.ok and r.true_label is not None]
+    if not args.quiet:
+        ok = len(results) - failed
+        print(f"classified {ok} of {len(results)} file(s); {failed} failed", file=sys.stderr)
+        if labelled:
+            import numpy as np
+            idx = {lab: i for i, lab in enumerate(labels)}
+            y = np.array([idx[r.true_label] for r in labelled])
+            probs = np.stack([r.probs for r in labelled])
+            rep = classification_report(y, probs, labels)
+            print(f"labelled by folder: {len(labelled)} file(s), accuracy {100 * rep['accuracy']:.2f}%",
+                  file=sys.stderr)
+            print(format_confusion(rep["confusion_matrix"], labels), file=sys.stderr)
+    return EXIT_FILE_ERRORS if failed else EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from mnist_desktop.core.batch import classify_files
+    from mnist_desktop.core.data import DataError, find_idx_splits, labelled_image_folder, load_idx_folder
+    from mnist_desktop.core.metrics import classification_report, format_report
+    from mnist_desktop.core.preprocess import EmptyInputError, preprocess
+
+    predictor = _load_predictor(args.model, args.device)
+    if predictor is None:
+        return EXIT_MODEL_ERROR
+    labels = predictor.labels
+    data = Path(args.data)
+    failed = 0
+    try:
+        if data.is_dir() and find_idx_splits(data):
+            split = load_idx_folder(data, args.split)
+            if split.labels.max() >= len(labels):
+                _err(f"labels in {split.labels_path.name} exceed the model's {len(labels)} classes")
+                return EXIT_USAGE
+            images = split.images.astype(np.float32) / 255.0
+            if args.through_preprocessing:
+                out = np.zeros_like(images)
+                for i, im in enumerate(split.images):
+                    try:
+                        out[i] = preprocess(im, predictor.options)
+                    except EmptyInputError:
+                        failed += 1
+                images = out
+            probs, unc = _batched_probs(predictor, images)
+            y = split.labels
+            source = f"{data} ({args.split}, {'preprocessed' if args.through_preprocessing else 'raw tensors'})"
+        else:
+            files, file_labels = labelled_image_folder(data)
+            idx = {lab: i for i, lab in enumerate(labels)}
+            unknown = sorted({lab for lab in file_labels if lab not in idx})
+            if unknown:
+                _err(f"folder names not among the model's labels: {', '.join(unknown[:10])}")
+                return EXIT_USAGE
+            rs = list(classify_files(files, predictor))
+            good = [(r, lab) for r, lab in zip(rs, file_labels) if r.ok]
+            failed = len(rs) - len(good)
+            for r in rs:
+                if not r.ok:
+                    _err(f"{r.path}: {r.error}")
+            if not good:
+                _err("no image could be classified")
+                return EXIT_FILE_ERRORS
+            probs = np.stack([r.probs for r, _ in good])
+            unc = np.array([r.uncertain for r, _ in good])
+            y = np.array([idx[lab] for _, lab in good])
+            source = str(data)
+    except DataError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    report = classification_report(y, probs, labels, uncertain=unc)
+    report["data"] = source
+    report["model"] = str(predictor.path)
+    report["failed_files"] = failed
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"model: {predictor.path}\ndata: {source}")
+        print(format_report(report))
+    return EXIT_FILE_ERRORS if failed else EXIT_OK
+
+
+def _batched_probs(predictor, images, batch: int = 1000):
+    import numpy as np
+    ps, us = [], []
+    for i in range(0, len(images), batch):
+        p, u, _ = predictor.probabilities(images[i:i + batch])
+        ps.append(p)
+        us.append(u)
+    return np.concatenate(ps), np.concatenate(us)
+
+
+def cmd_export(args) -> int:
+    from mnist_desktop.core.checkpoint import CheckpointError, export_onnx, export_torchscript, load_model
+    from mnist_desktop.core.paths import default_model_path
+
+    try:
+        loaded = load_model(args.model or default_model_path())
+        fn = export_torchscript if args.format == "torchscript" else export_onnx
+        out = fn(loaded, args.output)
+    except CheckpointError as e:
+        _err(str(e))
+        return EXIT_MODEL_ERROR
+    print(f"wrote {out} ({args.format}, probabilities verified against the original)")
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from mnist_desktop.bench import run_latency_bench
+
+    return run_latency_bench(args.model, args.iterations)

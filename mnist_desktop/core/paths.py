@@ -1,0 +1,47 @@
+"""Where bundled resources and user data live (source checkout, installed, or frozen)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP_NAME = "mnist-desktop"
+
+
+def resources_dir() -> Path:
+    """The ``resources/`` folder: beside the package in a checkout, inside the bundle
+    when frozen by PyInstaller, or overridden by ``MNIST_DESKTOP_RESOURCES``."""
+    env = os.environ.get("MNIST_DESKTOP_RESOURCES")
+    if env:
+        return Path(env)
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        return Path(frozen) / "resources"
+    return Path(__file__).resolve().parents[2] / "resources"
+
+
+def default_model_path() -> Path:
+    return resources_dir() / "models" / "default.safetensors"
+
+
+def user_data_dir() -> Path:
+    """Per-user data (trained models, runs, corrections); ``MNIST_DESKTOP_DATA`` overrides."""
+    env = os.environ.get("MNIST_DESKTOP_DATA")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+def user_models_dir() -> Path:
+    return user_data_dir() / "models"
+
+
+def user_runs_dir() -> Path:
+    return user_data_dir() / "runs"
+
+
+def corrections_dir() -> Path:
+    return user_data_dir() / "corrections"

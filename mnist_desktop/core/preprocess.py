@@ -1,0 +1,421 @@
+"""The one preprocessing path: pen strokes or any image -> the model's 28x28 input.
+
+Every consumer (canvas, file import, batch classification, evaluation, training on image
+folders) calls :func:`preprocess`; nothing else in the product normalizes images.
+
+Pipeline
+--------
+1. **To an ink map** (float32, 0 = background, 1 = full ink):
+
+   * *Strokes* are rendered at a normalized stroke width: the width is a fraction
+     (``stroke_width``) of the drawing's size (the larger side of the stroke bounding
+     box), optionally modulated by pen pressure, so a small and a large digit look alike.
+   * *Images* (any Pillow mode; EXIF orientation applied): an alpha channel with
+     transparency is taken as the ink; otherwise luminance. Polarity is detected from the
+     border (its median is the background), so dark-on-light and light-on-dark both work.
+     Larger images (photos) get their uneven background (paper, shadows) estimated with a
+     coarse minimum filter and subtracted.
+   * Robust contrast: the background noise level (median + 3 MAD) is subtracted and the
+     ink peak (99.5th percentile) scaled to 1. Clean images (MNIST) pass unchanged.
+
+2. **Nothing to classify**: no ink above the contrast floor raises :class:`EmptyInputError`.
+
+3. **Crop** to the ink bounding box, ignoring faint noise and isolated specks (the box
+   keeps 99.6% of the ink mass along each axis).
+
+4. **Fit** aspect-preserving into a ``box`` x ``box`` (20x20) square, anti-aliased
+   (area pre-reduction, then bilinear), and **centre** the ink's centre of mass on the
+   28x28 field at sub-pixel precision - a single affine resampling. When the ink already
+   fits the box within ``snap_tolerance`` (MNIST-style input), it is not resampled but
+   shifted by whole pixels, exactly as MNIST itself was made, so such input comes out
+   unchanged.
+
+5. Optional Gaussian blur (``blur_sigma``; one reference recipe denoises this way).
+
+:func:`normalize` then maps the [0, 1] image to model input with the checkpoint's
+mean/std. The 28x28 image is also what the GUI shows as "what the model sees".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, asdict
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+SIZE = 28
+
+
+class EmptyInputError(ValueError):
+    """The input holds no ink: there is nothing to classify."""
+
+    def __init__(self, message: str = "nothing to classify (no ink found)"):
+        super().__init__(message)
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read. The message is one line, fit for a user."""
+
+
+@dataclass
+class PreprocessOptions:
+    """Options of the preprocessing path; stored in every checkpoint."""
+
+    box: int = 20                 # the ink is fitted into box x box
+    blur_sigma: float = 0.0       # Gaussian blur on the 28x28 result (0 = off)
+    stroke_width: float = 0.12    # stroke width as a fraction of the drawing size
+    pressure_gain: float = 1.0    # 0: ignore pressure; 1: width scales 0.5x..1.5x with it
+    snap_tolerance: float = 0.1   # no resampling when the scale is within 1 +- this
+    trim: float = 0.002           # ink mass fraction trimmed at each bbox side (specks)
+    min_contrast: float = 0.08    # peak ink contrast below this is "no ink"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "PreprocessOptions":
+        d = d or {}
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+# --------------------------------------------------------------------------- strokes
+
+@dataclass
+class Stroke:
+    """One pen stroke: points ``(x, y)`` or ``(x, y, pressure)`` in canvas pixels.
+
+    Pressure is in [0, 1]; 0.5 is the neutral pressure of a mouse.
+    """
+
+    points: np.ndarray
+
+    def __post_init__(self) -> None:
+        pts = np.asarray(self.points, dtype=np.float32)
+        if pts.ndim != 2 or pts.shape[1] not in (2, 3):
+            pts = pts.reshape(-1, 2) if pts.size % 2 == 0 and pts.ndim == 1 else pts
+        if pts.ndim != 2 or pts.shape[1] not in (2, 3):
+            raise ValueError("stroke points must be (x, y) or (x, y, pressure)")
+        if pts.shape[1] == 2:
+            pts = np.concatenate([pts, np.full((len(pts), 1), 0.5, np.float32)], axis=1)
+        self.points = pts
+
+
+@dataclass
+class Drawing:
+    """Pen strokes plus the canvas size they were drawn on (width, height)."""
+
+    strokes: list[Stroke] = field(default_factory=list)
+    canvas_size: tuple[int, int] = (280, 280)
+
+    @classmethod
+    def from_lists(cls, strokes: Iterable[Sequence[Sequence[float]]],
+                   canvas_size: tuple[int, int] = (280, 280)) -> "Drawing":
+        return cls([Stroke(np.asarray(s, np.float32)) for s in strokes if len(s)], canvas_size)
+
+    def is_empty(self) -> bool:
+        return not any(len(s.points) for s in self.strokes)
+
+
+def _pressure_factor(p: np.ndarray, gain: float) -> np.ndarray:
+    # Neutral pressure 0.5 gives factor 1; full range 0..1 gives 0.5x..1.5x at gain 1.
+    return np.clip(1.0 + gain * (p - 0.5), 0.25, 2.0)
+
+
+def render_strokes(drawing: Drawing, resolution: int, stroke_width: float,
+                   pressure_gain: float = 1.0) -> np.ndarray:
+    """Render strokes into an ink map whose drawing size (larger bbox side) is
+    ``resolution`` pixels, with stroke width ``stroke_width * resolution``."""
+    strokes = [s.points for s in drawing.strokes if len(s.points)]
+    if not strokes:
+        raise EmptyInputError("nothing to classify (blank canvas)")
+    allpts = np.concatenate(strokes)
+    lo = allpts[:, :2].min(axis=0)
+    hi = allpts[:, :2].max(axis=0)
+    cw, ch = drawing.canvas_size
+    # A dot or a dash still has a size: at least 5% of the canvas.
+    extent = max(float((hi - lo).max()), 0.05 * max(cw, ch, 1))
+    scale = resolution / extent
+    base_w = stroke_width * resolution
+    pad = int(math.ceil(base_w * 1.5)) + 2
+    w = int(math.ceil((hi[0] - lo[0]) * scale)) + 2 * pad + 1
+    h = int(math.ceil((hi[1] - lo[1]) * scale)) + 2 * pad + 1
+    img = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(img)
+    for pts in strokes:
+        xy = (pts[:, :2] - lo) * scale + pad
+        widths = base_w * _pressure_factor(pts[:, 2], pressure_gain)
+        if len(xy) == 1 or np.ptp(widths) < 0.25:
+            wmean = float(widths.mean())
+            if len(xy) > 1:
+                draw.line([tuple(p) for p in xy], fill=255, width=max(1, round(wmean)), joint="curve")
+            r = wmean / 2
+            for x, y in (xy[0], xy[-1]):
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+        else:
+            for i in range(len(xy)):
+                r = widths[i] / 2
+                x, y = xy[i]
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+                if i:
+                    wseg = max(1, round((widths[i] + widths[i - 1]) / 2))
+                    draw.line([tuple(xy[i - 1]), (x, y)], fill=255, width=wseg)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+# --------------------------------------------------------------------------- images
+
+# Decompression bombs: refuse images above this many pixels (Pillow raises
+# DecompressionBombError from 2x its MAX_IMAGE_PIXELS before decoding).
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def load_image(path) -> Image.Image:
+    """Open an image file safely and fully decode it.
+
+    Raises
+    ------
+    ImageReadError
+        With a one-line reason (missing, not an image, truncated, too large, ...).
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise ImageReadError(f"image too large ({im.width}x{im.height} pixels)")
+            im.load()
+            return ImageOps.exif_transpose(im) or im
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageReadError("image too large (possible decompression bomb)") from None
+    except FileNotFoundError:
+        raise ImageReadError("file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError("is a directory") from None
+    except PermissionError:
+        raise ImageReadError("permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError("not an image Pillow can read") from None
+    except OSError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "truncated" in msg.lower():
+            raise ImageReadError("truncated or corrupt image") from None
+        raise ImageReadError(f"cannot read image ({msg})") from None
+    except (ValueError, SyntaxError, EOFError, struct_error()) as e:
+        raise ImageReadError(f"corrupt image ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def struct_error():
+    import struct
+    return struct.error
+
+
+def image_to_gray(img: Image.Image) -> tuple[np.ndarray, bool]:
+    """Any Pillow image -> (gray float32 in [0, 1], is_alpha_ink).
+
+    When the image has real transparency, the alpha channel itself is the ink map.
+    """
+    mode = img.mode
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in img.info)
+    if has_alpha:
+        alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+        if alpha.min() < 0.98:
+            return alpha, True
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        if mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
+        elif hi - lo < 1e-12:
+            return np.zeros(arr.shape, np.float32), False
+        return np.clip((arr - lo) / max(hi - lo, 1e-12), 0, 1), False
+    if mode == "1":
+        return np.asarray(img, dtype=np.float32), False
+    if mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.float32) / 255.0, False
+
+
+def gray_to_ink(gray: np.ndarray, alpha_ink: bool = False) -> np.ndarray:
+    """Gray image -> ink map (ink high, background ~0) with polarity detection and, for
+    large images, subtraction of an uneven background."""
+    h, w = gray.shape
+    if alpha_ink:
+        return gray.astype(np.float32, copy=False)
+    b = max(1, round(0.04 * min(h, w)))
+    border = np.concatenate([gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()])
+    bg = float(np.median(border))
+    ink = (1.0 - gray) if bg > 0.5 else gray
+    if max(h, w) > 64:
+        ink = ink - _background_map(ink)
+    else:
+        ink = ink - min(bg, 1.0 - bg)
+    return np.clip(ink, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _background_map(ink: np.ndarray) -> np.ndarray:
+    """Slowly varying background level of an ink map (ink high): a minimum filter on a
+    coarse copy removes strokes, leaving paper/shading, which is smoothed and upscaled."""
+    h, w = ink.shape
+    coarse = 48
+    s = coarse / max(h, w)
+    cw, chh = max(4, round(w * s)), max(4, round(h * s))
+    small = Image.fromarray(ink, mode="F").resize((cw, chh), Image.BILINEAR)
+    small = small.filter(ImageFilter.MinFilter(7)).filter(ImageFilter.MaxFilter(3))
+    small = small.filter(ImageFilter.BoxBlur(3))
+    return np.asarray(small.resize((w, h), Image.BILINEAR), dtype=np.float32)
+
+
+def clean_ink(ink: np.ndarray, min_contrast: float) -> np.ndarray:
+    """Subtract the noise floor and scale the ink peak to 1. Raises EmptyInputError."""
+    flat = ink.ravel()
+    peak = float(np.percentile(flat, 99.5)) if flat.size > 4000 else float(flat.max())
+    if flat.size > 4000:
+        peak = max(peak, float(flat.max()) * 0.5)
+    if peak < min_contrast:
+        raise EmptyInputError()
+    med = float(np.median(flat))
+    mad = float(np.median(np.abs(flat - med)))
+    floor = med + 3 * 1.4826 * mad
+    if floor >= peak * 0.5:
+        # The "ink" is as common as the background: texture or a blank, not a drawing.
+        raise EmptyInputError("nothing to classify (no distinct ink found)")
+    if floor <= 0 and peak >= 0.999:
+        return ink
+    return np.clip((ink - floor) / (peak - floor), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- fit & centre
+
+def _ink_bbox(ink: np.ndarray, trim: float) -> tuple[int, int, int, int]:
+    rows = ink.sum(axis=1)
+    cols = ink.sum(axis=0)
+    return (*_span(rows, trim), *_span(cols, trim))
+
+
+def _span(profile: np.ndarray, trim: float) -> tuple[int, int]:
+    cum = np.cumsum(profile, dtype=np.float64)
+    total = cum[-1]
+    lo = int(np.searchsorted(cum, total * trim, side="right"))
+    hi = int(np.searchsorted(cum, total * (1 - trim), side="left"))
+    return lo, max(lo, min(hi, len(profile) - 1))
+
+
+def fit_and_center(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
+    """Crop to the ink, fit into ``opts.box`` and centre the mass on the 28x28 field."""
+    if float(ink.sum()) <= 1e-6:
+        raise EmptyInputError()
+    y0, y1, x0, x1 = _ink_bbox(ink, opts.trim)
+    crop = ink[y0:y1 + 1, x0:x1 + 1]
+    h, w = crop.shape
+    scale = opts.box / max(h, w)
+    if abs(scale - 1.0) <= opts.snap_tolerance:
+        return _shift_whole_pixels(crop)
+    src = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
+    if scale < 0.5:
+        # Area-average down to about twice the target first so the bilinear step does
+        # not alias thin strokes.
+        pre = 2 * opts.box / max(h, w)
+        nw, nh = max(1, round(w * pre)), max(1, round(h * pre))
+        src = src.resize((nw, nh), Image.BOX)
+        sx, sy = nw / w, nh / h
+        arr = np.asarray(src, dtype=np.float32)
+        scale_x, scale_y = scale / sx, scale / sy
+    else:
+        arr = crop
+        scale_x = scale_y = scale
+    cy, cx = _center_of_mass(arr)
+    # Output pixel centre (u+0.5, v+0.5) maps to input position; the mass centre lands at
+    # continuous position 14.5 (= pixel index 14, MNIST's convention).
+    c_out = SIZE / 2 + 0.5
+    a, e = 1.0 / scale_x, 1.0 / scale_y
+    coeffs = (a, 0.0, cx - a * c_out, 0.0, e, cy - e * c_out)
+    out = src.transform((SIZE, SIZE), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def _center_of_mass(arr: np.ndarray) -> tuple[float, float]:
+    """Centre of mass in continuous coordinates (pixel i spans [i, i+1))."""
+    total = float(arr.sum())
+    ys = np.arange(arr.shape[0], dtype=np.float64) + 0.5
+    xs = np.arange(arr.shape[1], dtype=np.float64) + 0.5
+    return float(arr.sum(axis=1) @ ys) / total, float(arr.sum(axis=0) @ xs) / total
+
+
+def _shift_whole_pixels(crop: np.ndarray) -> np.ndarray:
+    cy, cx = _center_of_mass(crop)
+    h, w = crop.shape
+    top = int(round(SIZE / 2 + 0.5 - cy))
+    left = int(round(SIZE / 2 + 0.5 - cx))
+    top = min(max(top, 0), SIZE - h) if h <= SIZE else 0
+    left = min(max(left, 0), SIZE - w) if w <= SIZE else 0
+    out = np.zeros((SIZE, SIZE), np.float32)
+    hh, ww = min(h, SIZE), min(w, SIZE)
+    out[top:top + hh, left:left + ww] = crop[:hh, :ww]
+    return out
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return img
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.pad(img, r, mode="constant")
+    tmp = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, pad)
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, tmp).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- entry points
+
+Input = Union[Drawing, Image.Image, np.ndarray]
+
+
+def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarray:
+    """Turn strokes or an image into the 28x28 float32 image in [0, 1] (ink = 1) that the
+    model sees (before :func:`normalize`).
+
+    ``source`` is a :class:`Drawing`, a PIL image, or a 2-D array (uint8 0..255 or float
+    0..1, any polarity).
+
+    Raises
+    ------
+    EmptyInputError
+        When there is nothing to classify (blank canvas, empty or uniform image).
+    """
+    opts = opts or PreprocessOptions()
+    if isinstance(source, Drawing):
+        if source.is_empty():
+            raise EmptyInputError("nothing to classify (blank canvas)")
+        ink = render_strokes(source, resolution=4 * opts.box, stroke_width=opts.stroke_width,
+                             pressure_gain=opts.pressure_gain)
+    else:
+        if isinstance(source, Image.Image):
+            if source.width == 0 or source.height == 0:
+                raise EmptyInputError("nothing to classify (empty image)")
+            gray, alpha_ink = image_to_gray(source)
+        else:
+            arr = np.asarray(source)
+            if arr.ndim != 2 or arr.size == 0:
+                raise EmptyInputError("nothing to classify (empty or non-2-D array)")
+            gray = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+            alpha_ink = False
+        ink = clean_ink(gray_to_ink(gray, alpha_ink), opts.min_contrast)
+    out = fit_and_center(ink, opts)
+    return gaussian_blur(out, opts.blur_sigma)
+
+
+def preprocess_file(path, opts: PreprocessOptions | None = None) -> np.ndarray:
+    """:func:`load_image` then :func:`preprocess`."""
+    return preprocess(load_image(path), opts)
+
+
+def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """[0, 1] images (..., 28, 28) -> model input float32 ``(x - mean) / std``."""
+    return ((np.asarray(images, dtype=np.float32) - mean) / std).astype(np.float32, copy=False)

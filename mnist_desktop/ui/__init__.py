@@ -1,0 +1,1 @@
+"""Qt widgets and the application. Only this package imports Qt."""

@@ -1,0 +1,53 @@
+"""Shared fixtures. Real MNIST lives in ../shared/data beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MNIST_DIR = SHARED_DATA / "mnist"
+DEFAULT_MODEL = REPO / "resources" / "models" / "default.safetensors"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST data not found at {MNIST_DIR} (see ../shared/data/README.md)")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_dir):
+    from mnist_desktop.core.data import load_idx_folder
+    return load_idx_folder(mnist_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def mnist_train5k(mnist_dir):
+    from mnist_desktop.core.data import load_idx_folder
+    return load_idx_folder(mnist_dir, "train-5k")
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("bundled model resources/models/default.safetensors is missing")
+    return DEFAULT_MODEL
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_data(tmp_path_factory, monkeypatch):
+    """No test touches the real user profile."""
+    monkeypatch.setenv("MNIST_DESKTOP_DATA", str(tmp_path_factory.mktemp("userdata")))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

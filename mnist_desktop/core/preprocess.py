@@ -39,6 +39,7 @@ mean/std. The 28x28 image is also what the GUI shows as "what the model sees".
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, asdict
 from typing import Any, Iterable, Sequence, Union
 
@@ -181,6 +182,12 @@ def load_image(path) -> Image.Image:
         With a one-line reason (missing, not an image, truncated, too large, ...).
     """
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2
+    if isinstance(path, (str, bytes, os.PathLike)):
+        try:
+            if os.stat(path).st_size == 0:
+                raise ImageReadError("empty file (0 bytes)")
+        except OSError:
+            pass  # reported by Image.open below with the precise reason
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
@@ -268,8 +275,16 @@ def _background_map(ink: np.ndarray) -> np.ndarray:
     cw, chh = max(4, round(w * s)), max(4, round(h * s))
     small = Image.fromarray(ink, mode="F").resize((cw, chh), Image.BILINEAR)
     small = small.filter(ImageFilter.MinFilter(7)).filter(ImageFilter.MaxFilter(3))
-    small = small.filter(ImageFilter.BoxBlur(3))
-    return np.asarray(small.resize((w, h), Image.BILINEAR), dtype=np.float32)
+    smooth = _box_blur(np.asarray(small, dtype=np.float32), 3)
+    return np.asarray(Image.fromarray(smooth, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+
+
+def _box_blur(a: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window with edge replication (Pillow's BoxBlur lacks mode F)."""
+    k = 2 * r + 1
+    p = np.pad(a, r, mode="edge")
+    c = np.cumsum(np.cumsum(np.pad(p, ((1, 0), (1, 0))), axis=0), axis=1)
+    return ((c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)).astype(np.float32)
 
 
 def clean_ink(ink: np.ndarray, min_contrast: float) -> np.ndarray:
@@ -317,11 +332,16 @@ def fit_and_center(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
     scale = opts.box / max(h, w)
     if abs(scale - 1.0) <= opts.snap_tolerance:
         return _shift_whole_pixels(crop)
+    # Zero margin: Pillow's bilinear sampler treats positions outside the source as empty,
+    # which would clip ink touching the tight crop and pull the mass centre inwards.
+    m = 2 + int(math.ceil(1.0 / scale))
+    crop = np.pad(crop, m)
+    h, w = crop.shape
     src = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
     if scale < 0.5:
         # Area-average down to about twice the target first so the bilinear step does
         # not alias thin strokes.
-        pre = 2 * opts.box / max(h, w)
+        pre = 2 * scale
         nw, nh = max(1, round(w * pre)), max(1, round(h * pre))
         src = src.resize((nw, nh), Image.BOX)
         sx, sy = nw / w, nh / h

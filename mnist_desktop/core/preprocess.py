@@ -331,7 +331,7 @@ def fit_and_center(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
     h, w = crop.shape
     scale = opts.box / max(h, w)
     if abs(scale - 1.0) <= opts.snap_tolerance:
-        return _shift_whole_pixels(crop)
+        return _shift_whole_pixels(ink, y0, x0, crop)
     # Zero margin: Pillow's bilinear sampler treats positions outside the source as empty,
     # which would clip ink touching the tight crop and pull the mass centre inwards.
     m = 2 + int(math.ceil(1.0 / scale))
@@ -368,16 +368,24 @@ def _center_of_mass(arr: np.ndarray) -> tuple[float, float]:
     return float(arr.sum(axis=1) @ ys) / total, float(arr.sum(axis=0) @ xs) / total
 
 
-def _shift_whole_pixels(crop: np.ndarray) -> np.ndarray:
+def _shift_whole_pixels(ink: np.ndarray, y0: int, x0: int, crop: np.ndarray) -> np.ndarray:
+    """Move the ink by whole pixels so the crop's mass centre lands on pixel 14.
+
+    The whole ink map is moved, not just the crop, so faint edge pixels that the bbox
+    trimmed are kept: MNIST-style input comes out unchanged.
+    """
     cy, cx = _center_of_mass(crop)
     h, w = crop.shape
-    top = int(round(SIZE / 2 + 0.5 - cy))
-    left = int(round(SIZE / 2 + 0.5 - cx))
+    top = int(math.floor(SIZE / 2 + 1 - cy)) if h <= SIZE else 0
+    left = int(math.floor(SIZE / 2 + 1 - cx)) if w <= SIZE else 0
     top = min(max(top, 0), SIZE - h) if h <= SIZE else 0
     left = min(max(left, 0), SIZE - w) if w <= SIZE else 0
+    dy, dx = top - y0, left - x0  # ink pixel (y, x) goes to (y + dy, x + dx)
     out = np.zeros((SIZE, SIZE), np.float32)
-    hh, ww = min(h, SIZE), min(w, SIZE)
-    out[top:top + hh, left:left + ww] = crop[:hh, :ww]
+    sy0, sx0 = max(0, -dy), max(0, -dx)
+    sy1, sx1 = min(ink.shape[0], SIZE - dy), min(ink.shape[1], SIZE - dx)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 + dy:sy1 + dy, sx0 + dx:sx1 + dx] = ink[sy0:sy1, sx0:sx1]
     return out
 
 

@@ -316,7 +316,7 @@ def export_torchscript(loaded: LoadedModel, path: str | os.PathLike, atol: float
     except OSError as e:
         raise CheckpointError(f"could not write {path}: {e.strerror or e}") from None
     reloaded = torch.jit.load(str(path), map_location="cpu")
-    _check_parity(loaded, lambda x: reloaded(x).numpy(), atol, "TorchScript")
+    _check_parity(loaded, lambda x: reloaded(x).detach().numpy(), atol, "TorchScript")
     return Path(path)
 
 

@@ -390,14 +390,20 @@ def _shift_whole_pixels(ink: np.ndarray, y0: int, x0: int, crop: np.ndarray) -> 
 
 
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (zero padding) of one ``(H, W)`` image or a batch
+    ``(..., H, W)`` of images; each image is blurred on its own."""
     if sigma <= 0:
         return img
     r = max(1, int(math.ceil(3 * sigma)))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k /= k.sum()
-    pad = np.pad(img, r, mode="constant")
-    tmp = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, pad)
-    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, tmp).astype(np.float32)
+    img = np.asarray(img, dtype=np.float32)
+    pad = np.pad(img, [(0, 0)] * (img.ndim - 2) + [(r, r), (r, r)], mode="constant")
+    # Windowed dot products along the last two axes (the kernel is symmetric, so this is
+    # the convolution); vectorized so that training can blur 60,000 images at once.
+    win = np.lib.stride_tricks.sliding_window_view
+    tmp = win(pad, len(k), axis=-1) @ k
+    return (win(tmp, len(k), axis=-2) @ k).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- entry points

@@ -147,23 +147,37 @@ def render_strokes(drawing: Drawing, resolution: int, stroke_width: float,
     draw = ImageDraw.Draw(img)
     for pts in strokes:
         xy = (pts[:, :2] - lo) * scale + pad
-        widths = base_w * _pressure_factor(pts[:, 2], pressure_gain)
-        if len(xy) == 1 or np.ptp(widths) < 0.25:
-            wmean = float(widths.mean())
-            if len(xy) > 1:
-                draw.line([tuple(p) for p in xy], fill=255, width=max(1, round(wmean)), joint="curve")
-            r = wmean / 2
-            for x, y in (xy[0], xy[-1]):
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-        else:
-            for i in range(len(xy)):
-                r = widths[i] / 2
-                x, y = xy[i]
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-                if i:
-                    wseg = max(1, round((widths[i] + widths[i - 1]) / 2))
-                    draw.line([tuple(xy[i - 1]), (x, y)], fill=255, width=wseg)
+        widths = np.maximum(1, np.rint(base_w * _pressure_factor(pts[:, 2], pressure_gain))).astype(int)
+        # Pillow draws integer widths only; consecutive points of equal width form one
+        # polyline, so a pressure stroke costs a few draw calls rather than one per point.
+        breaks = np.flatnonzero(np.diff(widths)) + 1
+        # Round caps at run ends, round joins only where the path turns sharply (Pillow's
+        # joint="curve" costs a Python call per vertex).
+        dots = np.zeros(len(xy), bool)
+        dots[[0, -1]] = True
+        dots[breaks] = True
+        dots[1:-1] |= _sharp_turns(xy)
+        flat = xy.ravel().tolist()
+        for a, b in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(xy)].tolist()):
+            a0 = max(0, a - 1)  # overlap one point so runs join
+            if b - a0 > 1:
+                draw.line(flat[2 * a0:2 * b], fill=255, width=int(widths[a]))
+        for i in np.flatnonzero(dots).tolist():
+            r = widths[i] / 2
+            x, y = flat[2 * i], flat[2 * i + 1]
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
     return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _sharp_turns(seg: np.ndarray, cos_limit: float = 0.8) -> np.ndarray:
+    """Boolean mask over the interior vertices of ``seg`` where the direction changes by
+    more than ~37 degrees."""
+    if len(seg) < 3:
+        return np.zeros(0, bool)
+    d = np.diff(seg, axis=0)
+    n = np.linalg.norm(d, axis=1) + 1e-9
+    cos = (d[:-1] * d[1:]).sum(axis=1) / (n[:-1] * n[1:])
+    return cos < cos_limit
 
 
 # --------------------------------------------------------------------------- images

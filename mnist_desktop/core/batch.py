@@ -1,29 +1,64 @@
 """Batch classification engine, shared by ``mnist-desktop classify`` and the GUI.
 
-:func:`classify_files` is a generator: it decodes and preprocesses files, runs batched
-inference and yields :class:`FileResult` objects in the input order, checking a cancel
-callback between batches. Broken inputs become results with an ``error``; nothing aborts
-the run.
+Pipeline
+--------
+1. **Listing** - :func:`collect_files` turns files and folders into a compact list of
+   ``str`` paths (deterministic order, symlink loops and unreadable folders reported).
+2. **Decoding** - files are cut into chunks of ``batch_size``; each chunk is decoded and
+   preprocessed by :func:`decode_chunk` in a pool of worker processes. The worker side
+   imports numpy and Pillow only (never torch), returns one stacked float32
+   ``(n, 28, 28)`` array per chunk (cheap to pickle) and a reason for every file it could
+   not use. At most ``max_in_flight`` chunks are queued, so memory stays flat however
+   many files there are.
+3. **Inference** - the parent runs the model on each chunk as one batch while the workers
+   decode the next ones, and yields :class:`FileResult` objects **in input order**.
+
+Every broken input becomes a result with an ``error`` (one line, fit for a user); nothing
+aborts the run, not even a decoder crashing its worker process. The generators check a
+``should_cancel`` callback between chunks (and while waiting for one); on cancel or when
+the consumer stops iterating, the pool is shut down at once and the results already
+yielded stay valid.
+
+:func:`classify_with_progress` wraps the engine with counts, images/s and ETA for the CLI
+and the GUI; :class:`ResultStore` keeps 200,000 results in a few tens of MB; the export
+functions write CSV/JSON with the columns documented in :func:`csv_header`.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
-import io
+import itertools
 import json
+import math
+import multiprocessing
 import os
-from dataclasses import dataclass
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mnist_desktop.core.preprocess import (EmptyInputError, ImageReadError, PreprocessOptions,
+from mnist_desktop.core.preprocess import (SIZE, EmptyInputError, ImageReadError, PreprocessOptions,
                                            load_image, preprocess)
 
 
+DEFAULT_BATCH_SIZE = 128
+
+
+# --------------------------------------------------------------------------- results
+
 @dataclass
 class FileResult:
+    """The outcome for one input file.
+
+    ``probs`` is aligned with ``labels``; it is None when the file could not be used, and
+    then ``error`` says why in one line. ``corrected_label`` is a label set by hand (GUI).
+    """
+
     path: str
     labels: Sequence[str]
     probs: np.ndarray | None = None
@@ -31,6 +66,7 @@ class FileResult:
     error: str | None = None
     true_label: str | None = None
     image: np.ndarray | None = None  # the 28x28 input, when requested
+    corrected_label: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -44,12 +80,70 @@ class FileResult:
     def confidence(self) -> float:
         return float("nan") if self.probs is None else float(np.max(self.probs))
 
+    @property
+    def final_label(self) -> str:
+        """The corrected label when there is one, else the prediction ('' on error)."""
+        return self.corrected_label or self.prediction
+
     def top_k(self, k: int) -> list[tuple[str, float]]:
         if self.probs is None:
             return []
         order = np.argsort(-self.probs, kind="stable")[:k]
         return [(self.labels[i], float(self.probs[i])) for i in order]
 
+
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """A path as text that is always valid Unicode.
+
+    File names that are not valid UTF-8 reach Python as strings with lone surrogates
+    (``surrogateescape``); those cannot be written to a UTF-8 CSV or shown by Qt. Their
+    undecodable bytes are shown as ``\\xNN`` escapes instead; other names are unchanged.
+    """
+    text = os.fsdecode(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# --------------------------------------------------------------------------- listing
+
+def collect_files(paths: Iterable[str | bytes | os.PathLike], recursive: bool = True,
+                  errors: list[tuple[str, str]] | None = None,
+                  should_cancel: Callable[[], bool] | None = None) -> list[str]:
+    """List the image files under ``paths`` as plain strings, in a deterministic order.
+
+    Parameters
+    ----------
+    paths
+        Files and folders; ``bytes`` paths are decoded with the file-system encoding
+        (``surrogateescape``), so names that are not valid UTF-8 still work.
+    recursive
+        Descend into sub-folders.
+    errors
+        Receives ``(path, reason)`` for missing paths, unreadable folders and symlink loops.
+    should_cancel
+        Checked every 1,000 files; the listing so far is returned when it says True.
+
+    Returns
+    -------
+    list of str
+        About 100 bytes per file (a ``str`` each, no ``Path`` objects), so 200,000 files
+        cost some 20 MB.
+    """
+    from mnist_desktop.core.data import iter_image_files
+
+    out: list[str] = []
+    for n, p in enumerate(iter_image_files([os.fsdecode(p) for p in paths], recursive=recursive,
+                                           errors=errors)):
+        out.append(str(p))
+        if should_cancel is not None and n % 1000 == 999 and should_cancel():
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- decoding (worker side)
 
 def decode_one(path: str, options: PreprocessOptions) -> tuple[np.ndarray | None, str | None]:
     """Load and preprocess one file. Returns ``(image28, None)`` or ``(None, reason)``."""
@@ -59,74 +153,583 @@ def decode_one(path: str, options: PreprocessOptions) -> tuple[np.ndarray | None
         return None, str(e)
     except MemoryError:
         return None, "out of memory decoding image"
+    except RecursionError:
+        return None, "cannot process image (RecursionError)"
     except Exception as e:  # a decoder bug must not abort a batch of 100,000 files
         return None, f"cannot process image ({type(e).__name__}: {str(e)[:120]})"
 
 
-def classify_files(files: Iterable[str | os.PathLike], predictor, *, batch_size: int = 256,
-                   workers: int | None = None, keep_images: bool = False, true_label: Callable[[Path], str | None] | None = None,
-                   should_cancel: Callable[[], bool] | None = None) -> Iterator[FileResult]:
-    """Classify image files in order, ``batch_size`` at a time.
+def decode_chunk(paths: Sequence[str], options: PreprocessOptions) -> tuple[np.ndarray, list[str | None]]:
+    """Decode and preprocess a chunk of files through the one preprocessing path.
+
+    Runs in worker processes, so it must stay importable without torch or Qt.
+
+    Returns
+    -------
+    images : ndarray, float32, shape (n_ok, 28, 28)
+        The preprocessed images of the files that worked, in order, stacked so that
+        one chunk pickles as a single buffer.
+    errors : list of (str or None)
+        One entry per input path: None when it worked, else the reason.
+    """
+    images = np.empty((len(paths), SIZE, SIZE), np.float32)
+    errors: list[str | None] = []
+    n = 0
+    for p in paths:
+        img, err = decode_one(p, options)
+        errors.append(err)
+        if err is None:
+            images[n] = img
+            n += 1
+    return images[:n], errors
+
+
+def _worker_init() -> None:
+    # Decoding is single-threaded work per process; keep numpy's BLAS from spawning
+    # threads that would fight the parent's inference for the same cores.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def default_workers() -> int:
+    """One decoding process per usable core."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, n)
+
+
+def _pool_context():
+    """A start method that never forks a process holding torch/Qt threads.
+
+    ``forkserver`` (Linux, macOS) starts one clean server that has imported only this
+    module (numpy, Pillow), then forks cheap workers from it; elsewhere ``spawn``. Both
+    work in a PyInstaller build when the entry point calls
+    ``multiprocessing.freeze_support()`` first.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        # Without this the server would import the parent's __main__ (maybe the GUI).
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class _DecodePool:
+    """A process pool that can be rebuilt after a worker dies and shut down at once."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def submit(self, fn, *args) -> Future:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
+                                                 initializer=_worker_init)
+        return self._executor.submit(fn, *args)
+
+    def restart(self) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Drop queued chunks and stop the workers without waiting for running chunks."""
+        ex, self._executor = self._executor, None
+        if ex is None:
+            return
+        procs = list((getattr(ex, "_processes", None) or {}).values())
+        ex.shutdown(wait=False, cancel_futures=True)
+        # A worker may be inside one slow file (a 60-megapixel scan); cancelling must not
+        # wait for it. Give workers a moment to exit by themselves, then terminate them;
+        # either way they are joined, so no process outlives the run.
+        deadline = time.monotonic() + 0.5
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(2.0)
+
+
+# --------------------------------------------------------------------------- inference (parent side)
+
+class _Inference:
+    """Batched inference on the parent's side.
+
+    On CPU a private channels-last copy of the network is used: the same fp32 weights
+    and math (logits agree to ~1e-6), about 1.5x the throughput of the default layout
+    for small convolutions. The torch thread count is set for the run and restored.
+    Anything that is not a CPU :class:`~mnist_desktop.core.predictor.Predictor` goes
+    through ``predictor.probabilities``.
+    """
+
+    def __init__(self, predictor, threads: int | None):
+        self.predictor = predictor
+        self._model = None
+        self._saved_threads = None
+        model = getattr(predictor, "model", None)
+        meta = getattr(predictor, "meta", None)
+        if model is None or meta is None or getattr(predictor, "device", None) != "cpu":
+            return
+        import copy
+
+        import torch
+
+        self._torch = torch
+        self._model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+        self._mean, self._std = meta.normalization.mean, meta.normalization.std
+        self._meta = meta
+        if threads:
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._model is None:
+            probs, unc, _ = self.predictor.probabilities(images)
+            return probs, unc
+        from mnist_desktop.core.predictor import apply_uncertainty
+        from mnist_desktop.core.preprocess import normalize
+
+        torch = self._torch
+        x = torch.from_numpy(normalize(images, self._mean, self._std)[:, None])
+        with torch.inference_mode():
+            logits = self._model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+        probs, unc, _ = apply_uncertainty(logits, self._meta)
+        return probs, unc
+
+    def close(self) -> None:
+        if self._saved_threads is not None:
+            self._torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
+
+
+# --------------------------------------------------------------------------- the engine
+
+def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
+    while True:
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
+                    batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+                    keep_images: bool = False,
+                    true_label: Callable[[Path], str | None] | None = None,
+                    should_cancel: Callable[[], bool] | None = None,
+                    max_in_flight: int | None = None, inference_threads: int | None = None,
+                    decode_fn: Callable[[Sequence[str], PreprocessOptions],
+                                        tuple[np.ndarray, list[str | None]]] = decode_chunk,
+                    ) -> Iterator[list[FileResult]]:
+    """Classify files chunk by chunk; yields one list of :class:`FileResult` per chunk,
+    in input order. See :func:`classify_files` for the parameters.
+
+    ``decode_fn`` maps ``(paths, options)`` to ``(images, errors)`` like
+    :func:`decode_chunk` (the default); it must be a picklable top-level function.
+    """
+    workers = default_workers() if workers is None else max(0, int(workers))
+    batch_size = max(1, int(batch_size))
+    cancelled = should_cancel or (lambda: False)
+    if inference_threads is None and workers:
+        # Decoding processes and inference threads share the cores; more threads than
+        # cores makes torch's OpenMP threads spin against the decoders.
+        inference_threads = max(1, default_workers() - workers)
+    it = (os.fsdecode(f) for f in files)
+    infer = _Inference(predictor, inference_threads)
+    options = predictor.options
+    labels = list(predictor.labels)
+
+    def build(paths: list[str], images: np.ndarray, errors: list[str | None]) -> list[FileResult]:
+        results = [FileResult(p, labels, error=err,
+                              true_label=true_label(Path(p)) if true_label else None)
+                   for p, err in zip(paths, errors)]
+        if len(images):
+            probs, unc = infer(images)
+            good = (r for r in results if r.error is None)
+            for j, r in enumerate(good):
+                r.probs = probs[j]
+                r.uncertain = bool(unc[j])
+                if keep_images:
+                    r.image = images[j]
+        return results
+
+    try:
+        if workers == 0:
+            for paths in _chunks(it, batch_size):
+                if cancelled():
+                    return
+                yield build(paths, *decode_fn(paths, options))
+            return
+        yield from _classify_in_pool(it, options, build, workers, batch_size,
+                                     max_in_flight or 2 * workers + 1, cancelled, decode_fn)
+    finally:
+        infer.close()
+
+
+def _classify_in_pool(it, options, build, workers, batch_size, max_in_flight, cancelled, decode_fn):
+    pool = _DecodePool(workers)
+    pending: collections.deque[tuple[list[str], Future]] = collections.deque()
+    source = _chunks(it, batch_size)
+
+    def fill() -> None:
+        while len(pending) < max_in_flight:
+            paths = next(source, None)
+            if paths is None:
+                return
+            pending.append((paths, pool.submit(decode_fn, paths, options)))
+
+    try:
+        fill()
+        while pending:
+            paths, fut = pending[0]
+            # Wait in short slices so that a cancel request is seen within ~50 ms even
+            # while a chunk of large scans is still decoding.
+            while not fut.done():
+                if cancelled():
+                    return
+                wait([fut], timeout=0.05, return_when=FIRST_COMPLETED)
+            if cancelled():
+                return
+            pending.popleft()
+            try:
+                decoded = fut.result()
+            except BrokenProcessPool:
+                # A worker died (a decoder crash or the OOM killer). Every queued chunk is
+                # lost with it: rebuild the pool, find the culprit file by decoding this
+                # chunk alone, and queue the others again.
+                pool.restart()
+                decoded = _decode_isolated(paths, options, pool, decode_fn)
+                requeue = [p for p, _ in pending]
+                pending.clear()
+                for p in requeue:
+                    pending.append((p, pool.submit(decode_fn, p, options)))
+            fill()
+            yield build(paths, *decoded)
+    finally:
+        pool.shutdown()
+
+
+def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
+    """Decode ``paths`` with nothing else in the pool; when the chunk kills its worker,
+    decode file by file and blame the files that do."""
+    try:
+        return pool.submit(decode_fn, paths, options).result()
+    except BrokenProcessPool:
+        pool.restart()
+    images, errors = [], []
+    for p in paths:
+        try:
+            img, err = pool.submit(decode_fn, [p], options).result()
+        except BrokenProcessPool:
+            pool.restart()
+            img, err = np.empty((0, SIZE, SIZE), np.float32), ["the decoder crashed on this file"]
+        images.append(img)
+        errors.extend(err)
+    return np.concatenate(images) if images else np.empty((0, SIZE, SIZE), np.float32), errors
+
+
+def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
+                   batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+                   keep_images: bool = False,
+                   true_label: Callable[[Path], str | None] | None = None,
+                   should_cancel: Callable[[], bool] | None = None,
+                   max_in_flight: int | None = None,
+                   inference_threads: int | None = None) -> Iterator[FileResult]:
+    """Classify image files; yields one :class:`FileResult` per file, in input order.
 
     Parameters
     ----------
     files
-        Paths, e.g. from :func:`mnist_desktop.core.data.iter_image_files`.
+        Paths (``str``, ``bytes`` or path objects), e.g. from :func:`collect_files`.
+        Consumed lazily, so a generator of any length works.
     predictor
-        A :class:`~mnist_desktop.core.predictor.Predictor`.
-    true_label
-        Optional function giving a file's known label (e.g. from its folder name).
+        A :class:`~mnist_desktop.core.predictor.Predictor` (anything with ``options``,
+        ``labels`` and ``probabilities(images)``).
+    batch_size
+        Files per decoding chunk and per inference batch.
     workers
         Decoding worker processes (None: one per core; 0: decode in this process).
+    keep_images
+        Attach the 28x28 model input to each result (costs 3 KB per result).
+    true_label
+        Optional function giving a file's known label (e.g. from its folder name).
     should_cancel
-        Checked between batches; when it returns True the generator stops.
+        Checked between chunks and while waiting for one; when it returns True the
+        generator stops and the decoding processes are shut down.
+    max_in_flight
+        Chunks queued for decoding at once (default ``2 * workers + 1``): bounds memory.
+    inference_threads
+        Torch threads for the run (default: cores not used by decoding workers).
+
+    Yields
+    ------
+    FileResult
+        With ``probs`` or an ``error`` (corrupt, truncated, empty, not an image, too
+        large, unreadable, nothing to classify, decoder crash...).
     """
-    options = predictor.options
-    labels = predictor.labels
-    chunk: list[str] = []
+    for chunk in classify_chunks(files, predictor, batch_size=batch_size, workers=workers,
+                                 keep_images=keep_images, true_label=true_label,
+                                 should_cancel=should_cancel, max_in_flight=max_in_flight,
+                                 inference_threads=inference_threads):
+        yield from chunk
 
-    def run(chunk: list[str]) -> list[FileResult]:
-        decoded = [decode_one(p, options) for p in chunk]
-        good = [i for i, (img, _) in enumerate(decoded) if img is not None]
-        results = [FileResult(str(p), labels, error=err,
-                              true_label=true_label(Path(p)) if true_label else None)
-                   for p, (_, err) in zip(chunk, decoded)]
-        if good:
-            images = np.stack([decoded[i][0] for i in good])
-            probs, unc, _ = predictor.probabilities(images)
-            for j, i in enumerate(good):
-                results[i].probs = probs[j]
-                results[i].uncertain = bool(unc[j])
-                if keep_images:
-                    results[i].image = images[j]
-        return results
 
-    for f in files:
-        chunk.append(str(f))
-        if len(chunk) >= batch_size:
-            if should_cancel and should_cancel():
-                return
-            yield from run(chunk)
-            chunk = []
-    if chunk and not (should_cancel and should_cancel()):
-        yield from run(chunk)
+# --------------------------------------------------------------------------- progress
+
+@dataclass
+class BatchProgress:
+    """One progress report: counts so far and the results of the latest chunk."""
+
+    done: int
+    total: int | None
+    failed: int
+    elapsed: float
+    rate: float                     # images per second over the last few seconds
+    results: list[FileResult] = field(default_factory=list)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, or None when the total or the rate is unknown."""
+        if self.total is None or self.rate <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate)
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(1.0, self.done / self.total)
+
+    def describe(self) -> str:
+        """E.g. ``'12,800 / 200,000 files  5,432 img/s  ETA 0:36  3 failed'``."""
+        count = f"{self.done:,}" + (f" / {self.total:,}" if self.total is not None else "")
+        text = f"{count} files  {self.rate:,.0f} img/s"
+        if self.eta is not None:
+            text += f"  ETA {format_duration(self.eta)}"
+        if self.failed:
+            text += f"  {self.failed:,} failed"
+        return text
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` or ``m:ss``."""
+    s = int(math.ceil(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressMeter:
+    """Turns result chunks into :class:`BatchProgress` reports.
+
+    The rate is measured over a sliding window of ``window`` seconds so the ETA follows
+    the current speed (process start-up and the OS file cache skew the first seconds).
+    """
+
+    def __init__(self, total: int | None = None, window: float = 3.0,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.total = total
+        self.window = window
+        self._clock = clock
+        self._t0 = clock()
+        self._points: collections.deque[tuple[float, int]] = collections.deque([(self._t0, 0)])
+        self.done = 0
+        self.failed = 0
+
+    def update(self, results: list[FileResult]) -> BatchProgress:
+        now = self._clock()
+        self.done += len(results)
+        self.failed += sum(1 for r in results if r.error is not None)
+        self._points.append((now, self.done))
+        while len(self._points) > 2 and now - self._points[1][0] >= self.window:
+            self._points.popleft()
+        t_old, n_old = self._points[0]
+        rate = (self.done - n_old) / (now - t_old) if now > t_old else 0.0
+        return BatchProgress(self.done, self.total, self.failed, now - self._t0, rate, results)
+
+
+def classify_with_progress(files: Iterable[str | bytes | os.PathLike], predictor, *,
+                           total: int | None = None, **kwargs: Any) -> Iterator[BatchProgress]:
+    """:func:`classify_chunks` with progress: yields one :class:`BatchProgress` per chunk.
+
+    ``total`` defaults to ``len(files)`` when ``files`` has a length. Other keyword
+    arguments are those of :func:`classify_files`. The same generator serves the CLI
+    (a progress line on stderr), the GUI worker thread and tests.
+    """
+    if total is None and hasattr(files, "__len__"):
+        total = len(files)  # type: ignore[arg-type]
+    meter = ProgressMeter(total)
+    for chunk in classify_chunks(files, predictor, **kwargs):
+        yield meter.update(chunk)
+
+
+# --------------------------------------------------------------------------- compact storage
+
+class ResultStore:
+    """All results of a run in compact columns (about 60 bytes plus the path per file).
+
+    Keeps 200,000 results in some 30 MB, where as many :class:`FileResult` objects would
+    take several hundred. Rows are addressed by their input order; :meth:`result` builds
+    a :class:`FileResult` on demand. Corrections (labels set by hand) live here too and
+    are used by export and by sorting into folders.
+    """
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = list(labels)
+        self._index = {lab: i for i, lab in enumerate(self.labels)}
+        self._paths: list[str] = []
+        self._errors: dict[int, str] = {}
+        self._n = 0
+        self._alloc(1024)
+
+    def _alloc(self, cap: int) -> None:
+        k = len(self.labels)
+        old = self._n
+
+        def grow(a, shape, dtype, fill):
+            b = np.full(shape, fill, dtype)
+            if a is not None:
+                b[:old] = a[:old]
+            return b
+
+        self.probs = grow(getattr(self, "probs", None), (cap, k), np.float32, np.nan)
+        self.uncertain = grow(getattr(self, "uncertain", None), (cap,), bool, False)
+        self.predicted = grow(getattr(self, "predicted", None), (cap,), np.int32, -1)
+        self.confidence = grow(getattr(self, "confidence", None), (cap,), np.float32, np.nan)
+        self.true_index = grow(getattr(self, "true_index", None), (cap,), np.int32, -1)
+        self.corrected = grow(getattr(self, "corrected", None), (cap,), np.int32, -1)
+        self._cap = cap
+
+    # The public arrays above are views of capacity; readers use these trimmed views.
+    def column(self, name: str) -> np.ndarray:
+        """``probs``, ``uncertain``, ``predicted``, ``confidence``, ``true_index`` or
+        ``corrected`` trimmed to the rows stored (-1 means none for index columns)."""
+        return getattr(self, name)[:self._n]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, results: Iterable[FileResult]) -> range:
+        """Append results; returns the range of the new rows."""
+        start = self._n
+        for r in results:
+            if self._n == self._cap:
+                self._alloc(self._cap * 2)
+            i = self._n
+            self._paths.append(r.path)
+            if r.probs is not None:
+                self.probs[i] = r.probs
+                self.predicted[i] = int(np.argmax(r.probs))
+                self.confidence[i] = float(np.max(r.probs))
+                self.uncertain[i] = bool(r.uncertain)
+            else:
+                self._errors[i] = r.error or "no result"
+            if r.true_label is not None and r.true_label in self._index:
+                self.true_index[i] = self._index[r.true_label]
+            if r.corrected_label is not None and r.corrected_label in self._index:
+                self.corrected[i] = self._index[r.corrected_label]
+            self._n += 1
+        return range(start, self._n)
+
+    def path(self, i: int) -> str:
+        return self._paths[i]
+
+    def error(self, i: int) -> str | None:
+        return self._errors.get(i)
+
+    def ok(self, i: int) -> bool:
+        return i not in self._errors
+
+    @property
+    def failed(self) -> int:
+        return len(self._errors)
+
+    def label_of(self, index: int) -> str | None:
+        return None if index < 0 else self.labels[index]
+
+    def prediction(self, i: int) -> str:
+        return self.label_of(int(self.predicted[i])) or ""
+
+    def true_label(self, i: int) -> str | None:
+        return self.label_of(int(self.true_index[i]))
+
+    def corrected_label(self, i: int) -> str | None:
+        return self.label_of(int(self.corrected[i]))
+
+    def final_label(self, i: int) -> str:
+        """Corrected label, else prediction ('' for a file that failed)."""
+        return self.corrected_label(i) or self.prediction(i)
+
+    def set_corrected(self, i: int, label: str | None) -> None:
+        """Set (or clear with None / the predicted label) a hand correction."""
+        if label is not None and label not in self._index:
+            raise ValueError(f"unknown label {label!r}")
+        if label is None or label == self.prediction(i):
+            self.corrected[i] = -1
+        else:
+            self.corrected[i] = self._index[label]
+
+    @property
+    def has_corrections(self) -> bool:
+        return bool((self.column("corrected") >= 0).any())
+
+    @property
+    def has_true_labels(self) -> bool:
+        return bool((self.column("true_index") >= 0).any())
+
+    def result(self, i: int) -> FileResult:
+        ok = self.ok(i)
+        return FileResult(self._paths[i], self.labels, probs=self.probs[i].copy() if ok else None,
+                          uncertain=bool(self.uncertain[i]), error=self._errors.get(i),
+                          true_label=self.true_label(i), corrected_label=self.corrected_label(i))
+
+    def __iter__(self) -> Iterator[FileResult]:
+        return (self.result(i) for i in range(self._n))
+
+    def labelled_rows(self) -> np.ndarray:
+        """Rows with a known true label and a prediction."""
+        return np.flatnonzero((self.column("true_index") >= 0) & (self.column("predicted") >= 0))
+
+    def report(self) -> dict[str, Any] | None:
+        """:func:`~mnist_desktop.core.metrics.classification_report` over the labelled
+        rows (true label from the folder name vs prediction), or None when none."""
+        from mnist_desktop.core.metrics import classification_report
+
+        rows = self.labelled_rows()
+        if not len(rows):
+            return None
+        return classification_report(self.true_index[rows], self.probs[rows], self.labels,
+                                     uncertain=self.uncertain[rows])
+
+    def cell_rows(self, true_index: int, predicted_index: int) -> np.ndarray:
+        """Rows in one confusion-matrix cell (true class, predicted class)."""
+        return np.flatnonzero((self.column("true_index") == true_index)
+                              & (self.column("predicted") == predicted_index))
 
 
 # --------------------------------------------------------------------------- export
 
-def csv_header(labels: Sequence[str]) -> list[str]:
-    return ["path", "prediction", "confidence", "uncertain", "error"] + [f"p_{lab}" for lab in labels]
+def csv_header(labels: Sequence[str], corrected: bool = False) -> list[str]:
+    """CSV columns: ``path, prediction, confidence, uncertain, error``, one ``p_<label>``
+    per class, then ``corrected_label`` when any label was corrected by hand."""
+    cols = ["path", "prediction", "confidence", "uncertain", "error"] + [f"p_{lab}" for lab in labels]
+    return cols + ["corrected_label"] if corrected else cols
 
 
-def csv_row(r: FileResult) -> list[str]:
+def csv_row(r: FileResult, corrected: bool = False) -> list[str]:
+    """One CSV row matching :func:`csv_header`."""
     if r.probs is None:
-        return [r.path, "", "", "", r.error or ""] + [""] * len(r.labels)
-    return ([r.path, r.prediction, f"{r.confidence:.6f}", str(r.uncertain).lower(), ""]
-            + [f"{p:.6f}" for p in r.probs])
+        row = [display_path(r.path), "", "", "", r.error or ""] + [""] * len(r.labels)
+    else:
+        row = ([display_path(r.path), r.prediction, f"{r.confidence:.6f}", str(r.uncertain).lower(), ""]
+               + [f"{p:.6f}" for p in r.probs])
+    return row + [r.corrected_label or ""] if corrected else row
 
 
 def result_record(r: FileResult, top_k: int = 3) -> dict:
-    rec = {"path": r.path, "prediction": r.prediction or None,
+    """One JSON record: the CSV fields plus ``top_k``, ``true_label`` (when known from
+    the folder name) and ``corrected_label`` (when set by hand)."""
+    rec = {"path": display_path(r.path), "prediction": r.prediction or None,
            "confidence": None if r.probs is None else round(r.confidence, 6),
            "uncertain": None if r.probs is None else r.uncertain, "error": r.error,
            "top_k": [{"label": lab, "probability": round(p, 6)} for lab, p in r.top_k(top_k)],
@@ -134,22 +737,45 @@ def result_record(r: FileResult, top_k: int = 3) -> dict:
            {lab: round(float(p), 6) for lab, p in zip(r.labels, r.probs)}}
     if r.true_label is not None:
         rec["true_label"] = r.true_label
+    if r.corrected_label is not None:
+        rec["corrected_label"] = r.corrected_label
     return rec
 
 
-def write_results(path: str | os.PathLike, results: Sequence[FileResult], labels: Sequence[str],
-                  top_k: int = 3) -> None:
-    """Write results as CSV or JSON (by suffix), atomically."""
-    from mnist_desktop.core.checkpoint import atomic_write_bytes
+def write_results(path: str | os.PathLike, results: Iterable[FileResult], labels: Sequence[str],
+                  top_k: int = 3, corrected: bool | None = None) -> None:
+    """Write results as CSV or JSON (by suffix), atomically and streaming.
 
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        data = json.dumps({"labels": list(labels), "results": [result_record(r, top_k) for r in results]},
-                          indent=1).encode()
-    else:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(csv_header(labels))
-        w.writerows(csv_row(r) for r in results)
-        data = buf.getvalue().encode("utf-8")
-    atomic_write_bytes(path, data)
+    Parameters
+    ----------
+    results
+        :class:`FileResult` objects or a :class:`ResultStore`; rows are written one by
+        one, so 200,000 results never exist as one big string.
+    corrected
+        Add the ``corrected_label`` column. None: when any result has a correction
+        (``results`` must then be a sequence or a :class:`ResultStore`).
+    """
+    from mnist_desktop.core.checkpoint import atomic_write
+
+    if corrected is None:
+        if isinstance(results, ResultStore):
+            corrected = results.has_corrections
+        elif isinstance(results, Sequence):
+            corrected = any(r.corrected_label is not None for r in results)
+        else:
+            corrected = False
+    as_json = Path(path).suffix.lower() == ".json"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            if as_json:
+                f.write('{"labels": ' + json.dumps(list(labels)) + ', "results": [')
+                for n, r in enumerate(results):
+                    f.write(("\n " if n == 0 else ",\n ") + json.dumps(result_record(r, top_k)))
+                f.write("\n]}\n")
+            else:
+                w = csv.writer(f)
+                w.writerow(csv_header(labels, corrected))
+                w.writerows(csv_row(r, corrected) for r in results)
+
+    atomic_write(path, write)

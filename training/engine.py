@@ -1,0 +1,794 @@
+"""The training loop: a generator of progress events, resumable at any moment.
+
+:func:`train` yields :mod:`training.events` objects and checks ``should_cancel`` between
+steps; the CLI turns them into a progress bar or JSON lines, the GUI into widget updates,
+tests into assertions. It never raises for bad data, NaN loss or out-of-memory: those end
+the stream with a :class:`~training.events.Failed` event carrying a one-line message.
+
+Run folder (``<output>/<name>-<YYYYmmdd-HHMMSS>/``)::
+
+    config.json        the TrainConfig of the run
+    progress.jsonl     every event, one JSON line each (appended on resume)
+    last.safetensors   model after the latest epoch   } mnist-desktop model files with full
+    best.safetensors   best model on validation data  } ModelMeta (core.checkpoint)
+    state.pt           optimizer/scheduler/RNG/epoch/early-stopping state for --resume
+    report.json        final evaluation (+ report.txt, curves.png, *_confusion.png,
+                       *_misclassified.png), exports (best.torchscript.pt, best.onnx)
+
+All files are written atomically. ``state.pt`` is written at every epoch end and when a
+run is cancelled (then mid-epoch, including the epoch's shuffle order), and read back with
+``torch.load(weights_only=True)``; resuming restores model, optimizer, scheduler, every
+random generator and the loss accumulators, so a resumed run produces the same losses and
+weights as an uninterrupted one (on CPU, same seed, same thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from mnist_desktop.core.data import DataError
+from training.config import ConfigError, TrainConfig
+from training.events import (Cancelled, EpochEnd, Evaluation, Event, Exported, Failed, Finished, Log,
+                             RunStarted, Status, Step)
+
+STATE_FORMAT = "mnist-desktop-train-state"
+STATE_VERSION = 1
+
+
+class TrainingError(Exception):
+    """Stops a run with a :class:`Failed` event of ``kind`` and a one-line ``message``."""
+
+    def __init__(self, kind: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.kind, self.message, self.hint = kind, message, hint
+
+
+class _Cancel(Exception):
+    """Raised internally when ``should_cancel`` returns True outside the step loop."""
+
+
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
+          device: str | None = None, should_cancel: Callable[[], bool] | None = None) -> Iterator[Event]:
+    """Run (or resume) a training run, yielding progress events.
+
+    Parameters
+    ----------
+    config
+        The run's configuration; ignored when resuming (the run folder's own is used).
+    resume
+        A run folder to continue from its ``state.pt``.
+    device
+        Overrides ``config.device`` (also when resuming).
+    should_cancel
+        Polled between steps; when it returns True the run saves its state and ends with a
+        resumable :class:`Cancelled` event.
+
+    Yields
+    ------
+    Event
+        See :mod:`training.events` for the order. The last one is ``Finished``,
+        ``Cancelled`` or ``Failed``.
+    """
+    run = _Run(should_cancel or (lambda: False))
+    try:
+        for event in run.execute(config, resume, device):
+            run.record(event)
+            yield event
+    except _Cancel:
+        event = Cancelled(run_dir=run.dir_str, resumable=run.has_state(),
+                          message="cancelled before training started")
+        run.record(event)
+        yield event
+    except TrainingError as e:
+        event = Failed(kind=e.kind, message=e.message, hint=e.hint, run_dir=run.dir_str,
+                       resumable=run.has_state())
+        run.record(event)
+        yield event
+    except (DataError, ConfigError) as e:
+        kind = "data" if isinstance(e, DataError) else "config"
+        event = Failed(kind=kind, message=str(e), run_dir=run.dir_str, resumable=run.has_state())
+        run.record(event)
+        yield event
+    except Exception as e:  # last resort: one line for the user, the traceback in the run folder
+        event = _unexpected_failure(run, e)
+        run.record(event)
+        yield event
+    finally:
+        run.close()
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a run folder."""
+    path = Path(run_dir) / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot resume: no readable config.json in {run_dir} ({e.strerror or e})") from None
+    return TrainConfig.from_json(text)
+
+
+def _unexpected_failure(run: "_Run", e: Exception) -> Failed:
+    import torch
+
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in first.lower() or isinstance(e, MemoryError):
+        bs = run.cfg.batch_size if run.cfg else 0
+        return Failed(kind="out_of_memory", message=f"out of memory on {run.device or 'the device'} "
+                      f"(batch size {bs})", hint=f"try a smaller --batch-size (e.g. {max(1, bs // 2)}) "
+                      "or --device cpu", run_dir=run.dir_str, resumable=run.has_state())
+    if isinstance(e, OSError):
+        return Failed(kind="io", message=f"cannot write run files: {e.strerror or first}",
+                      hint="check free disk space and permissions of the output folder",
+                      run_dir=run.dir_str, resumable=run.has_state())
+    hint = ""
+    if run.dir is not None:
+        try:
+            (run.dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            hint = f"details in {run.dir / 'error.log'}"
+        except OSError:
+            pass
+    return Failed(kind="internal", message=f"{type(e).__name__}: {first}", hint=hint,
+                  run_dir=run.dir_str, resumable=run.has_state())
+
+
+# --------------------------------------------------------------------------- helpers
+
+@dataclass
+class _Progress:
+    """Bookkeeping that survives a resume (stored as JSON in state.pt)."""
+
+    epoch: int = 0              # completed epochs
+    step_in_epoch: int = 0      # steps done in the epoch in progress (mid-epoch state)
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float | None = None
+    best_val_loss: float | None = None
+    bad_epochs: int = 0
+    elapsed_s: float = 0.0
+    stop_reason: str = ""       # "", "completed", "early_stopping"
+
+
+class _Clock:
+    """Session timing for images/s and ETA (not part of the resumable state)."""
+
+    def __init__(self, elapsed_before: float):
+        self.start = time.monotonic()
+        self.elapsed_before = elapsed_before
+        self.train_time = 0.0
+        self.train_steps = 0
+        self.train_images = 0
+        self.val_time = 0.0
+        self.val_count = 0
+        self.last_event = self.start
+        self.images_since_event = 0
+        self.loss_since_event = 0.0
+        self.steps_since_event = 0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.start
+
+    def eta(self, steps_left: int, epochs_left: int) -> float | None:
+        if not self.train_steps:
+            return None
+        per_step = self.train_time / self.train_steps
+        per_val = self.val_time / self.val_count if self.val_count else 0.0
+        return steps_left * per_step + epochs_left * per_val
+
+
+def _make_optimizer(cfg: TrainConfig, params):
+    import torch
+
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    """``(scheduler, per_step)``; per-epoch schedulers step after validation."""
+    import torch.optim.lr_scheduler as S
+
+    args = dict(cfg.scheduler_args)
+    try:
+        if cfg.scheduler == "none":
+            return None, False
+        if cfg.scheduler == "onecycle":
+            args.setdefault("cycle_momentum", cfg.optimizer != "sgd" or cfg.momentum > 0)
+            return S.OneCycleLR(optimizer, max_lr=cfg.learning_rate, total_steps=total_steps, **args), True
+        if cfg.scheduler == "cosine":
+            return S.CosineAnnealingLR(optimizer, T_max=total_steps, **args), True
+        if cfg.scheduler == "step":
+            args.setdefault("step_size", 1)
+            args.setdefault("gamma", 0.7)
+            return S.StepLR(optimizer, **args), False
+        return S.ReduceLROnPlateau(optimizer, mode="min", **args), False
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad scheduler_args for {cfg.scheduler}: {str(e).splitlines()[0]}") from None
+
+
+class StepFunction:
+    """One optimization step on a batch: augment, normalize, forward, loss, backward, update.
+
+    Shared by the training loop and ``python -m training.bench`` so the benchmark times
+    exactly what training runs.
+    """
+
+    def __init__(self, cfg: TrainConfig, model, optimizer, scheduler=None, per_step_scheduler: bool = False,
+                 aug_generator=None):
+        import torch.nn.functional as F
+
+        self.F = F
+        self.cfg = cfg
+        self.model, self.optimizer = model, optimizer
+        self.scheduler = scheduler if per_step_scheduler else None
+        self.gen = aug_generator
+        self.augment = cfg.augment if cfg.augment.enabled and aug_generator is not None else None
+
+    def __call__(self, images, labels):
+        """``images`` ``(B, 28, 28)`` uint8 or [0, 1] float on the device; returns the
+        detached loss and the count of correct predictions (tensors, no device sync)."""
+        from training.augment import augment_batch
+
+        x = images.float()
+        if images.dtype.is_floating_point is False:
+            x = x / 255.0
+        x = x.unsqueeze(1)
+        if self.augment is not None:
+            x = augment_batch(x, self.augment, self.gen)
+        x = (x - self.cfg.mean) / self.cfg.std
+        logits = self.model(x)
+        loss = self.F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach(), (logits.detach().argmax(1) == labels).sum()
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Batches per epoch; a final batch of a single sample is dropped (batch norm cannot
+    train on one sample)."""
+    steps = math.ceil(n_train / batch_size)
+    if steps > 1 and n_train % batch_size == 1:
+        steps -= 1
+    return max(steps, 1)
+
+
+# --------------------------------------------------------------------------- the run
+
+class _Run:
+    def __init__(self, should_cancel: Callable[[], bool]):
+        self.should_cancel = should_cancel
+        self.cfg: TrainConfig | None = None
+        self.dir: Path | None = None
+        self.device: str | None = None
+        self._log = None
+        self._pending: list[str] = []
+
+    # ------------------------------------------------------------------ logging
+    @property
+    def dir_str(self) -> str | None:
+        return str(self.dir) if self.dir is not None else None
+
+    def has_state(self) -> bool:
+        return self.dir is not None and (self.dir / "state.pt").exists()
+
+    def record(self, event: Event) -> None:
+        """Append the event to progress.jsonl (buffered until the run folder exists)."""
+        line = event.to_json()
+        if self._log is None:
+            self._pending.append(line)
+            if self.dir is None:
+                return
+            self._log = open(self.dir / "progress.jsonl", "a", encoding="utf-8")
+            lines, self._pending = self._pending, []
+        else:
+            lines = [line]
+        self._log.write("".join(ln + "\n" for ln in lines))
+        self._log.flush()
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _check_cancel(self) -> None:
+        if self.should_cancel():
+            raise _Cancel()
+
+    def _checked(self, loader):
+        """``yield from`` a data loader, checking for cancellation after each event."""
+        while True:
+            try:
+                event = next(loader)
+            except StopIteration as stop:
+                return stop.value
+            yield event
+            self._check_cancel()
+
+    # ------------------------------------------------------------------ phases
+    def execute(self, config: TrainConfig | None, resume, device: str | None) -> Iterator[Event]:
+        import torch
+
+        from mnist_desktop.core.predictor import resolve_device
+
+        if resume is not None:
+            resume = Path(resume)
+            cfg = read_config(resume)
+            if not (resume / "state.pt").exists():
+                raise ConfigError(f"cannot resume: {resume} has no state.pt (the run saved no epoch yet)")
+            self.dir = resume
+        elif config is None:
+            raise ConfigError("no training config given")
+        else:
+            cfg = config
+        if device:
+            cfg = cfg.replace(device=device)
+        cfg.validate()
+        self.cfg = cfg
+        from mnist_desktop.core.models import available_architectures
+        if cfg.arch not in available_architectures():
+            raise ConfigError(f"unknown architecture {cfg.arch!r}; known: {', '.join(available_architectures())}")
+        self.device, message = resolve_device(cfg.device)
+        if message:
+            yield Log(level="warning", message=message)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+
+        data = yield from self._load_data(cfg)
+        train_set, val_set, test_set, fingerprint = data
+        if resume is None:
+            self.dir = _new_run_dir(cfg)
+            _write_json(self.dir / "config.json", cfg.to_dict())
+        yield from self._fit(cfg, train_set, val_set, test_set, fingerprint, resume is not None)
+
+    def _load_data(self, cfg: TrainConfig):
+        from training import data as D
+
+        options = cfg.preprocess_options()
+        label_names = cfg.labels or None
+        yield Status("data", f"loading training data {cfg.data}")
+        parts = [(yield from self._checked(D.load_source(
+            cfg.data, train=True, split=cfg.split, data_root=cfg.data_root, download=cfg.download,
+            options=options, label_names=label_names)))]
+        label_names = parts[0].label_names
+        for spec in cfg.extra_data:
+            yield Status("data", f"loading extra training data {spec}")
+            parts.append((yield from self._checked(D.load_source(
+                spec, train=True, data_root=cfg.data_root, download=cfg.download, options=options,
+                label_names=label_names))))
+        full = D.concatenate(parts)
+        pick = D.limit_samples(len(full), cfg.limit, cfg.seed)
+        if pick is not None:
+            full = full.subset(pick)
+        if len(full) < 2:
+            raise DataError(f"{full.description}: need at least 2 training images")
+        train_idx, val_idx = D.validation_split(full.labels, cfg.val_fraction, cfg.seed)
+        train_set, val_set = full.subset(train_idx), full.subset(val_idx)
+        if len(val_set) == 0:
+            yield Log(level="warning", message="no validation data (val_fraction 0 or too little data): "
+                      "the last epoch is the best, no early stopping, no temperature calibration")
+        test_set = None
+        if cfg.test_data:
+            yield Status("data", f"loading test data {cfg.test_data}")
+            test_set = yield from self._checked(D.load_source(
+                cfg.test_data, train=False, split=cfg.test_split, data_root=cfg.data_root,
+                download=cfg.download, options=options, label_names=label_names))
+        return train_set, val_set, test_set, full.fingerprint()
+
+    def _fit(self, cfg: TrainConfig, train_set, val_set, test_set, fingerprint: str, resumed: bool):
+        import torch
+
+        from mnist_desktop.core.models import build_model, count_parameters
+        from training.evaluate import predict_logits
+
+        dev = self.device
+        labels = train_set.label_names
+        torch.manual_seed(cfg.seed)
+        try:
+            model = build_model(cfg.arch, num_classes=len(labels), **cfg.arch_args).to(dev)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot build {cfg.arch} with {cfg.arch_args}: {str(e).splitlines()[0]}") from None
+        n_train = len(train_set)
+        spe = steps_per_epoch(n_train, cfg.batch_size)
+        total_steps = spe * cfg.epochs
+        optimizer = _make_optimizer(cfg, model.parameters())
+        scheduler, per_step = _make_scheduler(cfg, optimizer, total_steps)
+
+        # Data lives on the training device for the whole run: no DataLoader, batches are
+        # index gathers.
+        x_train = torch.from_numpy(np.ascontiguousarray(train_set.images)).to(dev)
+        y_train = torch.from_numpy(train_set.labels).to(dev)
+        x_val = torch.from_numpy(np.ascontiguousarray(val_set.images)).to(dev)
+        y_val = torch.from_numpy(val_set.labels).to(dev)
+        gen_shuffle = torch.Generator().manual_seed(cfg.seed)
+        gen_aug = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+        step_fn = StepFunction(cfg, model, optimizer, scheduler, per_step, gen_aug)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = 0
+        perm = None
+        prog = _Progress()
+
+        if resumed:
+            st = _load_state(self.dir)
+            meta = st["meta"]
+            if meta.get("fingerprint") != fingerprint or meta.get("n_train") != n_train:
+                raise DataError(f"cannot resume: the training data differs from the data {self.dir.name} "
+                                "started with")
+            model.load_state_dict(st["model"])
+            optimizer.load_state_dict(st["optimizer"])
+            if scheduler is not None and st["scheduler"]:
+                scheduler.load_state_dict(st["scheduler"])
+            prog = _Progress(**meta["progress"])
+            torch.set_rng_state(st["rng_cpu"])
+            gen_shuffle.set_state(st["gen_shuffle"])
+            if st["gen_aug_device"] == torch.device(dev).type:
+                gen_aug.set_state(st["gen_aug"])
+            else:
+                yield Log(level="warning", message=f"resuming on {dev} after {st['gen_aug_device']}: "
+                          "augmentation continues with a fresh random stream")
+            if dev.startswith("cuda") and st.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(st["rng_cuda"])
+            if st["perm"] is not None:
+                perm = st["perm"]
+                loss_sum = st["loss_sum"].to(dev)
+                correct = st["correct"].to(dev)
+                seen = int(meta["seen"])
+
+        clock = _Clock(prog.elapsed_s)
+        state_args = dict(model=model, optimizer=optimizer, scheduler=scheduler, gen_shuffle=gen_shuffle,
+                          gen_aug=gen_aug, fingerprint=fingerprint, n_train=n_train)
+        last_path, best_path = self.dir / "last.safetensors", self.dir / "best.safetensors"
+        yield RunStarted(run_dir=str(self.dir), recipe=cfg.recipe, arch=cfg.arch,
+                         num_parameters=count_parameters(model), device=dev, resumed=resumed,
+                         start_epoch=prog.epoch, start_step=prog.global_step, epochs=cfg.epochs,
+                         steps_per_epoch=spe, total_steps=total_steps, batch_size=cfg.batch_size,
+                         n_train=n_train, n_val=len(val_set), n_test=len(test_set) if test_set else 0,
+                         labels=labels, data=" + ".join([cfg.data, *cfg.extra_data]),
+                         test_data=cfg.test_data, config=cfg.to_dict())
+
+        while prog.epoch < cfg.epochs and not prog.stop_reason:
+            epoch_start = time.monotonic()
+            model.train()
+            if perm is None:
+                perm = torch.randperm(n_train, generator=gen_shuffle)
+                loss_sum.zero_()
+                correct.zero_()
+                seen = 0
+            perm_dev = perm.to(dev)
+            for k in range(prog.step_in_epoch, spe):
+                if self.should_cancel():
+                    prog.elapsed_s = clock.elapsed()
+                    _save_state(self.dir, prog, perm=perm, loss_sum=loss_sum, correct=correct, seen=seen,
+                                **state_args)
+                    yield Cancelled(run_dir=str(self.dir), epoch=prog.epoch + 1, step=prog.global_step,
+                                    resumable=True, message=f"cancelled; continue with --resume {self.dir}")
+                    return
+                t0 = time.monotonic()
+                idx = perm_dev[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+                loss, n_correct = step_fn(x_train[idx], y_train[idx])
+                loss_sum += loss
+                correct += n_correct
+                seen += len(idx)
+                prog.global_step += 1
+                prog.step_in_epoch = k + 1
+                clock.images_since_event += len(idx)
+                clock.steps_since_event += 1
+                clock.loss_since_event += 0.0 if dev.startswith("cuda") else float(loss)
+                if not dev.startswith("cuda") and not math.isfinite(clock.loss_since_event):
+                    self._nan_failure(cfg, prog)
+                now = time.monotonic()
+                clock.train_time += now - t0
+                clock.train_steps += 1
+                clock.train_images += len(idx)
+                if now - clock.last_event >= cfg.step_event_interval or k + 1 == spe:
+                    yield self._step_event(cfg, prog, clock, loss_sum, seen, optimizer, spe, total_steps, now)
+
+            train_loss = float(loss_sum) / spe  # mean of the epoch's step losses
+            if not math.isfinite(train_loss):
+                self._nan_failure(cfg, prog)
+            train_acc = float(correct) / max(seen, 1)
+            perm = None
+            prog.step_in_epoch = 0
+            prog.epoch += 1
+
+            # validation, calibration, checkpoint selection
+            t_val = time.monotonic()
+            record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step, "train_loss": train_loss,
+                                      "train_accuracy": train_acc, "val_loss": None, "val_accuracy": None,
+                                      "lr": optimizer.param_groups[0]["lr"], "temperature": 1.0}
+            if len(val_set):
+                logits = predict_logits(model, x_val, cfg.mean, cfg.std, cfg.eval_batch_size)
+                record.update(_validation_metrics(logits, y_val))
+            if scheduler is not None and not per_step:
+                if cfg.scheduler == "plateau":
+                    scheduler.step(record["val_loss"] if record["val_loss"] is not None else train_loss)
+                else:
+                    scheduler.step()
+            is_best = _update_best(prog, record, cfg.select_metric)
+            if cfg.patience and len(val_set) and prog.bad_epochs >= cfg.patience and prog.epoch < cfg.epochs:
+                prog.stop_reason = "early_stopping"
+            elif prog.epoch >= cfg.epochs:
+                prog.stop_reason = "completed"
+            meta = self._model_meta(cfg, labels, record, fingerprint, n_train, len(val_set))
+            from mnist_desktop.core.checkpoint import save_model
+            save_model(last_path, model, meta)
+            if is_best:
+                save_model(best_path, model, meta)
+            clock.val_time += time.monotonic() - t_val
+            clock.val_count += 1
+            record["time_s"] = round(time.monotonic() - epoch_start, 3)
+            prog.history.append(record)
+            prog.elapsed_s = clock.elapsed()
+            _save_state(self.dir, prog, perm=None, loss_sum=loss_sum, correct=correct, seen=0, **state_args)
+            epoch_time = time.monotonic() - epoch_start
+            yield EpochEnd(epoch=prog.epoch, epochs=cfg.epochs, step=prog.global_step, total_steps=total_steps,
+                           train_loss=train_loss, train_accuracy=train_acc, val_loss=record["val_loss"],
+                           val_accuracy=record["val_accuracy"], lr=optimizer.param_groups[0]["lr"],
+                           temperature=record["temperature"], is_best=is_best, best_epoch=prog.best_epoch,
+                           best_val_accuracy=prog.best_val_accuracy, epoch_time_s=round(epoch_time, 3),
+                           images_per_s=round(clock.train_images / max(clock.train_time, 1e-9), 1),
+                           elapsed_s=round(clock.elapsed(), 3),
+                           eta_s=0.0 if prog.stop_reason else clock.eta(total_steps - prog.global_step,
+                                                                         cfg.epochs - prog.epoch),
+                           last_model=str(last_path), best_model=str(best_path))
+
+        yield from self._finish(cfg, prog, model, val_set, test_set, x_val, y_val, clock)
+
+    # ------------------------------------------------------------------ pieces
+    def _nan_failure(self, cfg: TrainConfig, prog: _Progress) -> None:
+        raise TrainingError(
+            "nan_loss", f"training loss became NaN/inf in epoch {prog.epoch + 1} (step {prog.global_step}); "
+            f"the run stopped" + (f", last good model: last.safetensors (epoch {prog.epoch})" if prog.epoch else ""),
+            hint=f"lower --learning-rate (now {cfg.learning_rate:g}) or check the data")
+
+    def _step_event(self, cfg, prog, clock: _Clock, loss_sum, seen, optimizer, spe, total_steps, now) -> Step:
+        if self.device.startswith("cuda"):
+            # One device sync per event, not per step: the loss sum is read only here.
+            mean_loss = float(loss_sum) / max(prog.step_in_epoch, 1)
+            if not math.isfinite(mean_loss):
+                self._nan_failure(cfg, prog)
+        else:
+            mean_loss = clock.loss_since_event / max(clock.steps_since_event, 1)
+        dt = max(now - clock.last_event, 1e-9)
+        event = Step(epoch=prog.epoch + 1, epochs=cfg.epochs, step=prog.global_step, total_steps=total_steps,
+                     epoch_step=prog.step_in_epoch, steps_per_epoch=spe, loss=mean_loss,
+                     lr=optimizer.param_groups[0]["lr"], images_per_s=round(clock.images_since_event / dt, 1),
+                     elapsed_s=round(clock.elapsed(), 3),
+                     eta_s=clock.eta(total_steps - prog.global_step, cfg.epochs - prog.epoch))
+        clock.last_event = now
+        clock.images_since_event = clock.steps_since_event = 0
+        clock.loss_since_event = 0.0
+        return event
+
+    def _model_meta(self, cfg: TrainConfig, labels, record, fingerprint, n_train, n_val, extra_metrics=None):
+        from mnist_desktop.core.checkpoint import ModelMeta, Normalization, UncertaintyRule
+
+        metrics = {k: record[k] for k in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+                   if record.get(k) is not None}
+        if record.get("val_ece") is not None:
+            metrics["val_ece"] = record["val_ece"]
+        metrics.update(extra_metrics or {})
+        return ModelMeta(
+            arch=cfg.arch, arch_args=dict(cfg.arch_args), labels=list(labels),
+            normalization=Normalization(cfg.mean, cfg.std), preprocess=cfg.preprocess_options().to_dict(),
+            uncertainty=UncertaintyRule("max_prob", cfg.uncertainty_threshold, float(record["temperature"])),
+            name=self.dir.name, description=f"{cfg.recipe} recipe ({cfg.arch}) trained on {cfg.data}",
+            training={"config": cfg.to_dict(), "epoch": record["epoch"], "step": record["step"],
+                      "run": self.dir.name, "n_train": n_train, "n_val": n_val,
+                      "validation": f"seeded stratified {cfg.val_fraction:g} of the training data"},
+            metrics=metrics, data_fingerprint=fingerprint)
+
+    def _finish(self, cfg: TrainConfig, prog: _Progress, model, val_set, test_set, x_val, y_val, clock):
+        import torch
+
+        from mnist_desktop.core.checkpoint import load_model, save_model
+        from mnist_desktop.core.metrics import format_report
+        from training.evaluate import evaluation_report, predict_logits, report_plots
+        from training.plots import plot_curves
+
+        self._check_cancel()
+        yield Status("evaluate", "evaluating the best model")
+        best_path, last_path = self.dir / "best.safetensors", self.dir / "last.safetensors"
+        loaded = load_model(best_path)
+        best = loaded.model.to(self.device)
+        reports: dict[str, Any] = {}
+        plots = []
+        curves = self.dir / "curves.png"
+        plot_curves(prog.history, curves)
+        plots.append(str(curves))
+        if len(val_set):
+            logits = predict_logits(best, x_val, cfg.mean, cfg.std, cfg.eval_batch_size).cpu().numpy()
+            reports["validation"] = evaluation_report(logits, val_set.labels, loaded.meta, data="validation split",
+                                                      paths=val_set.paths)
+        if test_set is not None:
+            x_test = torch.from_numpy(np.ascontiguousarray(test_set.images)).to(self.device)
+            logits = predict_logits(best, x_test, cfg.mean, cfg.std, cfg.eval_batch_size).cpu().numpy()
+            reports["test"] = evaluation_report(logits, test_set.labels, loaded.meta, data=test_set.description,
+                                                paths=test_set.paths)
+        split = "test" if "test" in reports else "validation" if reports else ""
+        if split:
+            plots += report_plots(reports[split], (test_set if split == "test" else val_set).images,
+                                  self.dir, split)
+        if "test" in reports:
+            # Measured once, at the end, for the model card only (never used for selection).
+            t = reports["test"]
+            loaded.meta.metrics.update({"test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"],
+                                        "test_ece": t["ece"], "test_data": test_set.description})
+            save_model(best_path, loaded.model, loaded.meta)
+        report = {"run_dir": str(self.dir), "config": cfg.to_dict(), "labels": loaded.meta.labels,
+                  "best_epoch": prog.best_epoch, "epochs_done": prog.epoch,
+                  "stop_reason": prog.stop_reason, "history": prog.history,
+                  "models": {"best": str(best_path), "last": str(last_path)},
+                  "plots": plots, **reports}
+        report_path = self.dir / "report.json"
+        _write_json(report_path, report)
+        text = [f"run: {self.dir}", f"best epoch: {prog.best_epoch} of {prog.epoch} ({prog.stop_reason})"]
+        for name, r in reports.items():
+            text += ["", f"== {name}: {r['data']}", format_report(r)]
+        from mnist_desktop.core.checkpoint import atomic_write_bytes
+        atomic_write_bytes(self.dir / "report.txt", ("\n".join(text) + "\n").encode("utf-8"))
+        if split:
+            r = reports[split]
+            yield Evaluation(split=split, data=r["data"], n=r["n"], accuracy=r["accuracy"], macro_f1=r["macro_f1"],
+                             ece=r["ece"], misclassified=r["misclassified_count"], report=str(report_path),
+                             plots=plots)
+
+        exports: dict[str, str] = {}
+        for fmt in cfg.export:
+            self._check_cancel()
+            yield Status("export", f"exporting {fmt}")
+            exported = _export(loaded, fmt, self.dir)
+            if exported.path:
+                exports[fmt] = exported.path
+            yield exported
+        if exports:
+            report["exports"] = exports
+            _write_json(report_path, report)
+        metrics = {"val_accuracy": prog.best_val_accuracy, "val_loss": prog.best_val_loss}
+        if "test" in reports:
+            metrics.update(test_accuracy=reports["test"]["accuracy"], test_macro_f1=reports["test"]["macro_f1"],
+                           test_ece=reports["test"]["ece"])
+        yield Finished(run_dir=str(self.dir), reason=prog.stop_reason or "completed", epochs_done=prog.epoch,
+                       best_epoch=prog.best_epoch, best_model=str(best_path), last_model=str(last_path),
+                       report=str(report_path), metrics=metrics, exports=exports,
+                       elapsed_s=round(clock.elapsed(), 3))
+
+
+def _validation_metrics(logits, y) -> dict[str, Any]:
+    import torch.nn.functional as F
+
+    from mnist_desktop.core.calibration import fit_temperature
+    from mnist_desktop.core.metrics import expected_calibration_error
+
+    val_loss = float(F.cross_entropy(logits, y))
+    val_acc = float((logits.argmax(1) == y).float().mean())
+    z, t = logits.cpu().numpy().astype(np.float64), y.cpu().numpy()
+    temperature = fit_temperature(z, t) if math.isfinite(val_loss) else 1.0
+    zt = z / temperature
+    p = np.exp(zt - zt.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return {"val_loss": val_loss, "val_accuracy": val_acc, "temperature": temperature,
+            "val_ece": expected_calibration_error(p, t)}
+
+
+def _update_best(prog: _Progress, record: dict[str, Any], metric: str) -> bool:
+    acc, loss = record["val_accuracy"], record["val_loss"]
+    if acc is None:  # no validation data: the latest model is the best we know
+        prog.best_epoch = record["epoch"]
+        return True
+    if prog.best_epoch == 0:
+        better = True
+    elif metric == "val_loss":
+        better = loss < prog.best_val_loss
+    else:
+        better = acc > prog.best_val_accuracy or (acc == prog.best_val_accuracy and loss < prog.best_val_loss)
+    if better:
+        prog.best_epoch, prog.best_val_accuracy, prog.best_val_loss = record["epoch"], acc, loss
+        prog.bad_epochs = 0
+    else:
+        prog.bad_epochs += 1
+    return better
+
+
+def _export(loaded, fmt: str, run_dir: Path) -> Exported:
+    from mnist_desktop.core.checkpoint import CheckpointError, export_onnx, export_torchscript
+
+    cpu = type(loaded)(model=loaded.model.to("cpu").eval(), meta=loaded.meta, path=loaded.path)
+    target = run_dir / ("best.torchscript.pt" if fmt == "torchscript" else "best.onnx")
+    try:
+        (export_torchscript if fmt == "torchscript" else export_onnx)(cpu, target)
+    except CheckpointError as e:
+        return Exported(format=fmt, error=str(e))
+    except ImportError as e:
+        return Exported(format=fmt, error=f"{fmt} export needs an optional package ({e.name or e}); "
+                        "install mnist-desktop[export]")
+    except Exception as e:  # exporters raise many types; the run itself succeeded
+        return Exported(format=fmt, error=f"{fmt} export failed: {type(e).__name__}: "
+                        f"{(str(e).strip().splitlines() or [''])[0][:160]}")
+    return Exported(format=fmt, path=str(target))
+
+
+# --------------------------------------------------------------------------- files
+
+def _new_run_dir(cfg: TrainConfig) -> Path:
+    base = Path(cfg.output).expanduser()
+    stem = f"{cfg.name or cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1000):
+        path = base / (stem if i == 0 else f"{stem}-{i + 1}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise TrainingError("io", f"cannot create run folder {path}: {e.strerror or e}") from None
+    raise TrainingError("io", f"cannot create a run folder under {base}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from mnist_desktop.core.checkpoint import atomic_write_bytes
+    from training.events import _finite
+
+    atomic_write_bytes(path, json.dumps(_finite(obj), indent=1, allow_nan=False).encode("utf-8"))
+
+
+def _save_state(run_dir: Path, prog: _Progress, *, model, optimizer, scheduler, gen_shuffle, gen_aug, perm,
+                loss_sum, correct, seen: int, fingerprint: str, n_train: int) -> None:
+    import dataclasses
+
+    import torch
+
+    from mnist_desktop.core.checkpoint import atomic_write
+
+    meta = {"progress": dataclasses.asdict(prog), "seen": seen, "fingerprint": fingerprint, "n_train": n_train}
+    state = {
+        "format": STATE_FORMAT, "version": STATE_VERSION,
+        "meta": json.dumps(meta),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if gen_aug.device.type == "cuda" else None,
+        "gen_shuffle": gen_shuffle.get_state(),
+        "gen_aug": gen_aug.get_state(),
+        "gen_aug_device": gen_aug.device.type,
+        "perm": perm,
+        "loss_sum": loss_sum.detach().cpu().clone(),
+        "correct": correct.detach().cpu().clone(),
+    }
+    atomic_write(run_dir / "state.pt", lambda tmp: torch.save(state, tmp))
+
+
+def _load_state(run_dir: Path) -> dict[str, Any]:
+    import torch
+
+    path = run_dir / "state.pt"
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # refuses pickled code; corrupt files raise various types
+        raise ConfigError(f"cannot resume: {path} is not a readable training state "
+                          f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:120]})") from None
+    if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
+        raise ConfigError(f"cannot resume: {path} is not an mnist-desktop training state")
+    if st.get("version", 0) > STATE_VERSION:
+        raise ConfigError(f"cannot resume: {path} was written by a newer version")
+    try:
+        st["meta"] = json.loads(st["meta"])
+        st["meta"]["progress"]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"cannot resume: {path} has damaged metadata") from None
+    return st

@@ -199,6 +199,8 @@ class TrainConfig:
             v = getattr(a, name)
             if not _finite(v) or v < 0:
                 raise ConfigError(f"augment.{name} must be a finite number >= 0 (got {v!r})")
+        if a.elastic_alpha > 0 and a.elastic_sigma <= 0:
+            raise ConfigError("augment.elastic_sigma must be > 0 when elastic_alpha is set")
         if a.translate > 0.5 or a.scale >= 1 or a.elastic_p > 1 or a.thickness > 1 \
                 or a.rotation > 180 or a.shear >= 80:
             raise ConfigError("augmentation amplitude out of range (translate <= 0.5, scale < 1, "

@@ -28,6 +28,7 @@ import json
 import math
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -710,7 +711,12 @@ def _export(loaded, fmt: str, run_dir: Path) -> Exported:
     cpu = type(loaded)(model=loaded.model.to("cpu").eval(), meta=loaded.meta, path=loaded.path)
     target = run_dir / ("best.torchscript.pt" if fmt == "torchscript" else "best.onnx")
     try:
-        (export_torchscript if fmt == "torchscript" else export_onnx)(cpu, target)
+        with warnings.catch_warnings():
+            # torch.jit and the ONNX exporter announce their deprecations on every call;
+            # the export is verified for parity, so they are noise on the user's console.
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            (export_torchscript if fmt == "torchscript" else export_onnx)(cpu, target)
     except CheckpointError as e:
         return Exported(format=fmt, error=str(e))
     except ImportError as e:

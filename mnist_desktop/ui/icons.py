@@ -1,0 +1,130 @@
+"""Toolbar icons drawn with QPainter in the palette's text colour, so they are crisp at
+any device pixel ratio and follow the light/dark theme without image files."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
+
+SIZES = (16, 20, 24, 32)
+
+
+def make_icon(name: str, color: QColor) -> QIcon:
+    """An icon called ``name`` (see ``_DRAW``) in ``color``, at 1x and 2x."""
+    icon = QIcon()
+    for size in SIZES:
+        for dpr in (1.0, 2.0):
+            pm = QPixmap(int(size * dpr), int(size * dpr))
+            pm.setDevicePixelRatio(dpr)
+            pm.fill(Qt.GlobalColor.transparent)
+            p = QPainter(pm)
+            p.setRenderHint(QPainter.RenderHint.Antialiasing)
+            p.scale(size / 24.0, size / 24.0)
+            pen = QPen(color, 1.8, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin)
+            p.setPen(pen)
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            _DRAW[name](p, color)
+            p.end()
+            icon.addPixmap(pm)
+    return icon
+
+
+def _pen(p: QPainter, c: QColor) -> None:
+    path = QPainterPath(QPointF(4, 20))
+    path.lineTo(5, 15.5)
+    path.lineTo(15.5, 5)
+    path.lineTo(19, 8.5)
+    path.lineTo(8.5, 19)
+    path.closeSubpath()
+    p.drawPath(path)
+    p.drawLine(QPointF(13.5, 7), QPointF(17, 10.5))
+
+
+def _eraser(p: QPainter, c: QColor) -> None:
+    p.save()
+    p.translate(12, 11)
+    p.rotate(-45)
+    p.drawRoundedRect(QRectF(-8, -4.5, 16, 9), 1.5, 1.5)
+    p.drawLine(QPointF(-2, -4.5), QPointF(-2, 4.5))
+    p.restore()
+    p.drawLine(QPointF(9, 20), QPointF(20, 20))
+
+
+def _arrow(p: QPainter, mirror: bool) -> None:
+    p.save()
+    if mirror:
+        p.translate(24, 0)
+        p.scale(-1, 1)
+    path = QPainterPath(QPointF(5, 10))
+    path.lineTo(15, 10)
+    path.cubicTo(22, 10, 22, 19, 15, 19)
+    path.lineTo(10, 19)
+    p.drawPath(path)
+    p.drawLine(QPointF(5, 10), QPointF(9, 6))
+    p.drawLine(QPointF(5, 10), QPointF(9, 14))
+    p.restore()
+
+
+def _trash(p: QPainter, c: QColor) -> None:
+    p.drawLine(QPointF(4.5, 6.5), QPointF(19.5, 6.5))
+    p.drawLine(QPointF(9.5, 6.5), QPointF(10, 4))
+    p.drawLine(QPointF(10, 4), QPointF(14, 4))
+    p.drawLine(QPointF(14, 4), QPointF(14.5, 6.5))
+    path = QPainterPath(QPointF(6.5, 6.5))
+    path.lineTo(7.5, 20)
+    path.lineTo(16.5, 20)
+    path.lineTo(17.5, 6.5)
+    p.drawPath(path)
+    p.drawLine(QPointF(10.5, 10), QPointF(10.5, 16.5))
+    p.drawLine(QPointF(13.5, 10), QPointF(13.5, 16.5))
+
+
+def _folder(p: QPainter, c: QColor) -> None:
+    path = QPainterPath(QPointF(3.5, 18.5))
+    path.lineTo(3.5, 5.5)
+    path.lineTo(9, 5.5)
+    path.lineTo(11, 7.5)
+    path.lineTo(20.5, 7.5)
+    path.lineTo(20.5, 18.5)
+    path.closeSubpath()
+    p.drawPath(path)
+    p.drawLine(QPointF(3.5, 10.5), QPointF(20.5, 10.5))
+
+
+def _paste(p: QPainter, c: QColor) -> None:
+    p.drawRoundedRect(QRectF(5, 5, 14, 16), 2, 2)
+    p.setBrush(c)
+    p.drawRoundedRect(QRectF(9, 3, 6, 4), 1, 1)
+    p.setBrush(Qt.BrushStyle.NoBrush)
+    p.drawLine(QPointF(8.5, 12), QPointF(15.5, 12))
+    p.drawLine(QPointF(8.5, 16), QPointF(13.5, 16))
+
+
+def _chevron(p: QPainter, right: bool) -> None:
+    x0, x1 = (9.5, 15) if right else (14.5, 9)
+    p.drawLine(QPointF(x0, 6), QPointF(x1, 12))
+    p.drawLine(QPointF(x1, 12), QPointF(x0, 18))
+
+
+def _width(p: QPainter, c: QColor) -> None:
+    for i, w in enumerate((1.2, 2.4, 4.0)):
+        p.setPen(QPen(c, w, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
+        y = 6.5 + i * 5.5
+        p.drawLine(QPointF(4, y), QPointF(20, y))
+
+
+_DRAW = {
+    "pen": _pen,
+    "eraser": _eraser,
+    "undo": lambda p, c: _arrow(p, False),
+    "redo": lambda p, c: _arrow(p, True),
+    "clear": _trash,
+    "open": _folder,
+    "paste": _paste,
+    "previous": lambda p, c: _chevron(p, False),
+    "next": lambda p, c: _chevron(p, True),
+    "width": _width,
+}
+NAMES = tuple(_DRAW)

@@ -1,0 +1,324 @@
+"""The one inference worker: a child process fed through a single-slot mailbox.
+
+:class:`InferenceWorker` lives on the GUI thread and never blocks it. It starts the
+inference process (:mod:`mnist_desktop.ui.inference_process`), which imports torch, loads
+the model and answers requests. At most one prediction request is in flight; a newer
+request replaces the queued one (``requestDropped`` reports the replaced id), so work never
+piles up however fast the canvas emits. Results come back on a reader thread and reach the
+GUI thread only through queued signals. Results older than :meth:`cancel_pending` or a model
+change are dropped as stale.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtGui import QImage
+
+# How many unexpected child exits within CRASH_WINDOW_S are tolerated before giving up.
+MAX_CRASHES = 3
+CRASH_WINDOW_S = 60.0
+
+
+@dataclass
+class ModelInfo:
+    """What the loaded model is and where it runs."""
+
+    path: str
+    name: str
+    arch: str
+    labels: list[str]
+    device: str
+    requested_device: str
+    device_message: str | None = None
+    load_seconds: float = 0.0
+
+
+@dataclass
+class InferenceResult:
+    """The answer to one request.
+
+    ``status`` is ``"ok"`` (``prediction`` set), ``"empty"`` (nothing to classify) or
+    ``"error"`` (``message`` says why, e.g. an unreadable file). ``thumbnail`` is the decoded
+    image for file requests (for display), else None.
+    """
+
+    request_id: int
+    status: str
+    prediction: Any = None  # mnist_desktop.core.predictor.Prediction
+    message: str = ""
+    thumbnail: QImage | None = None
+    timings: dict = field(default_factory=dict)
+
+
+class _Reader(QThread):
+    """Blocks on the pipe so the GUI thread never does; converts thumbnails to QImage here."""
+
+    received = Signal(object)
+
+    def __init__(self, conn, generation: int):
+        super().__init__()
+        self._conn = conn
+        self._generation = generation
+        self.setObjectName("inferenceReader")
+
+    def run(self) -> None:
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError, ValueError):
+                self.received.emit((self._generation, ("eof",)))
+                return
+            except Exception as e:  # an unpicklable reply: report, keep reading
+                self.received.emit((self._generation, ("bad_reply", str(e))))
+                continue
+            if msg[0] == "result" and msg[5] is not None:
+                msg = (*msg[:5], rgba_to_qimage(msg[5]), *msg[6:])
+            self.received.emit((self._generation, msg))
+
+
+def rgba_to_qimage(arr) -> QImage:
+    """An ``(H, W, 4)`` uint8 RGBA array to a QImage that owns its pixels."""
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGBA8888).copy()
+
+
+class InferenceWorker(QObject):
+    """Runs predictions off the GUI process; see the module docstring.
+
+    Signals
+    -------
+    modelLoading(str, str)
+        A model load started: path, requested device.
+    modelLoaded(ModelInfo)
+        The model is ready (``device_message`` explains a CPU fallback).
+    modelFailed(str, str)
+        Loading failed: path, one-line reason. The previous model, if any, stays active.
+    resultReady(InferenceResult)
+        A current (not stale) request was answered.
+    requestDropped(int)
+        A request was superseded before it ran, or its result was stale.
+    processRestarted(str)
+        The inference process died and was restarted (or given up on); a message.
+    """
+
+    modelLoading = Signal(str, str)
+    modelLoaded = Signal(object)
+    modelFailed = Signal(str, str)
+    resultReady = Signal(object)
+    requestDropped = Signal(int)
+    processRestarted = Signal(str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.setObjectName("inferenceWorker")
+        self._ids = itertools.count(1)
+        self._tokens = itertools.count(1)
+        self._generation = 0
+        self._process = None
+        self._conn = None
+        self._reader: _Reader | None = None
+        self._stopping = False
+        self._crashes: deque[float] = deque()
+        self._wanted: tuple[int, str, str] | None = None  # latest load: token, path, device
+        self._ready = False
+        self._info: ModelInfo | None = None
+        self._pending: tuple[int, str, Any] | None = None
+        self._in_flight: int | None = None
+        self._floor = 0  # results with a smaller id are stale
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_running(self) -> bool:
+        return self._process is not None
+
+    @property
+    def is_ready(self) -> bool:
+        """True when a model is loaded and requests are being answered."""
+        return self._ready
+
+    @property
+    def model_info(self) -> ModelInfo | None:
+        return self._info
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the inference process (a ``spawn`` child; returns in ~10 ms)."""
+        if self._process is not None:
+            return
+        import multiprocessing
+
+        from mnist_desktop.ui.inference_process import serve
+
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe()
+        process = ctx.Process(target=serve, args=(child_conn,), name="mnist-desktop-inference",
+                              daemon=True)
+        process.start()
+        # Only the child may hold its end, so the reader sees EOF when the child exits.
+        child_conn.close()
+        self._generation += 1
+        self._process, self._conn = process, parent_conn
+        self._reader = _Reader(parent_conn, self._generation)
+        self._reader.received.connect(self._on_message)
+        self._reader.start()
+        if self._wanted is not None:
+            self._send(("load", *self._wanted))
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the process and join the reader thread. Safe to call twice."""
+        self._stopping = True
+        self._pending = None
+        self._shutdown_process(timeout)
+
+    def _shutdown_process(self, timeout: float) -> None:
+        process, conn, reader = self._process, self._conn, self._reader
+        self._process = self._conn = self._reader = None
+        self._in_flight = None
+        if process is None:
+            return
+        try:
+            conn.send(("stop",))
+        except (OSError, ValueError):
+            pass
+        process.join(timeout)
+        if process.is_alive():
+            process.terminate()
+            process.join(1.0)
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+        if reader is not None:
+            reader.wait(int(timeout * 1000))
+        conn.close()
+        process.close()
+
+    # ------------------------------------------------------------------ requests
+    def load_model(self, path: str, device: str = "auto") -> None:
+        """Load ``path`` on ``device``; predictions wait until it is ready."""
+        token = next(self._tokens)
+        self._wanted = (token, str(path), device)
+        self._ready = False
+        # Whatever is in flight was computed with the old model.
+        self._floor = self._peek_next_id()
+        self.modelLoading.emit(str(path), device)
+        if self._process is not None:
+            self._send(("load", *self._wanted))
+
+    def submit(self, kind: str, payload: Any) -> int:
+        """Queue a prediction; returns its request id.
+
+        Parameters
+        ----------
+        kind
+            ``"drawing"`` (a core ``Drawing``), ``"file"`` (a path) or ``"pixels"``
+            (an RGBA uint8 array).
+        payload
+            The input itself.
+        """
+        request_id = next(self._ids)
+        if self._pending is not None:
+            self.requestDropped.emit(self._pending[0])
+        self._pending = (request_id, kind, payload)
+        self._pump()
+        return request_id
+
+    def cancel_pending(self) -> None:
+        """Drop the queued request and mark anything in flight as stale."""
+        if self._pending is not None:
+            self.requestDropped.emit(self._pending[0])
+            self._pending = None
+        self._floor = self._peek_next_id()
+
+    def _peek_next_id(self) -> int:
+        # itertools.count cannot peek: take one and keep the counter continuing after it.
+        value = next(self._ids)
+        self._ids = itertools.count(value)
+        return value
+
+    def _pump(self) -> None:
+        if self._pending is None or self._in_flight is not None or not self._ready \
+                or self._process is None:
+            return
+        request_id, kind, payload = self._pending
+        self._pending = None
+        self._in_flight = request_id
+        self._send(("predict", request_id, kind, payload))
+
+    def _send(self, msg: tuple) -> None:
+        try:
+            self._conn.send(msg)
+        except (OSError, ValueError):
+            pass  # the process is gone; the reader's EOF triggers the restart
+
+    # ------------------------------------------------------------------ replies
+    def _on_message(self, item) -> None:
+        generation, msg = item
+        if generation != self._generation:
+            return  # from a process that was already replaced
+        kind = msg[0]
+        if kind == "loaded":
+            _, token, info = msg
+            if self._wanted and token == self._wanted[0]:
+                self._info = ModelInfo(**info)
+                self._ready = True
+                self.modelLoaded.emit(self._info)
+                self._pump()
+        elif kind == "load_failed":
+            _, token, message = msg
+            if self._wanted and token == self._wanted[0]:
+                failed_path = self._wanted[1]
+                # The child keeps its previous predictor, if it had one; a restart after a
+                # crash must then reload that one, not the file that failed.
+                self._ready = self._info is not None
+                if self._info is not None:
+                    self._wanted = (token, self._info.path, self._info.requested_device)
+                else:
+                    self._wanted = None
+                self.modelFailed.emit(failed_path, message)
+                self._pump()
+        elif kind == "result":
+            _, request_id, status, prediction, message, thumbnail, timings = msg
+            if self._in_flight == request_id:
+                self._in_flight = None
+            if request_id < self._floor:
+                self.requestDropped.emit(request_id)
+            else:
+                self.resultReady.emit(InferenceResult(request_id, status, prediction, message,
+                                                      thumbnail, timings))
+            self._pump()
+        elif kind == "eof":
+            self._on_process_exit()
+        elif kind == "bad_reply":
+            in_flight, self._in_flight = self._in_flight, None
+            if in_flight is not None:
+                self.resultReady.emit(InferenceResult(in_flight, "error",
+                                                      message=f"bad reply from the inference process ({msg[1]})"))
+            self._pump()
+
+    def _on_process_exit(self) -> None:
+        if self._stopping or self._process is None:
+            return
+        in_flight = self._in_flight
+        self._shutdown_process(0.5)
+        now = time.monotonic()
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:
+            self._crashes.popleft()
+        if in_flight is not None:
+            # Not retried: the input may be what crashed the process.
+            self.resultReady.emit(InferenceResult(in_flight, "error",
+                                                  message="the inference process stopped while handling this input"))
+        self._ready = False
+        self._info = None
+        if len(self._crashes) > MAX_CRASHES:
+            self.processRestarted.emit("The inference process keeps stopping; predictions are off. "
+                                       "Restart the app to try again.")
+            return
+        self.processRestarted.emit("The inference process stopped unexpectedly and was restarted.")
+        self.start()

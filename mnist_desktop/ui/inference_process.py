@@ -1,0 +1,158 @@
+"""The inference process: loads torch and a model, answers prediction requests.
+
+Deliberately Qt-free and started with the ``spawn`` method, so the child process imports
+only numpy, Pillow, torch and the core. The GUI talks to it through
+:class:`mnist_desktop.ui.inference.InferenceWorker`.
+
+Why a process and not a thread: importing torch holds the GIL for long stretches (a
+measured 340 ms GUI stall with a thread on this 2-core machine), and preprocessing or a
+forward pass in a thread competes with the GUI for the GIL. A process costs ~2 ms per
+round trip and never stalls the GUI.
+
+Protocol (tuples over a ``multiprocessing`` pipe; both ends are this program's own code):
+
+GUI -> child
+    ``("load", token, path, device)``, ``("predict", request_id, kind, payload)`` with
+    ``kind`` one of ``"drawing"`` (a :class:`~mnist_desktop.core.preprocess.Drawing`),
+    ``"file"`` (a path, decoded here) or ``"pixels"`` (an RGBA ``uint8`` array), and
+    ``("stop",)``.
+child -> GUI
+    ``("loaded", token, info)``, ``("load_failed", token, message)`` and
+    ``("result", request_id, status, prediction, message, thumbnail, timings)`` with
+    ``status`` one of ``"ok"``, ``"empty"`` (nothing to classify) or ``"error"``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+# Largest side of the image sent back for display: enough for a sharp canvas on a
+# high-DPI screen, small enough to cross the pipe in about a millisecond.
+THUMBNAIL_SIDE = 1024
+
+
+def serve(conn) -> None:
+    """Answer requests on ``conn`` until ``("stop",)`` or the GUI goes away.
+
+    Parameters
+    ----------
+    conn
+        The child end of a ``multiprocessing.Pipe``.
+    """
+    server = _Server()
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the GUI exited or crashed: nothing left to serve
+        if not msg or msg[0] == "stop":
+            return
+        try:
+            reply = server.handle(msg)
+        except Exception as e:  # a bug here must not kill the process: report it instead
+            reply = _unexpected_reply(msg, e)
+        if reply is not None:
+            try:
+                conn.send(reply)
+            except (BrokenPipeError, OSError):
+                return
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.predictor = None
+
+    def handle(self, msg: tuple):
+        if msg[0] == "load":
+            _, token, path, device = msg
+            return self.load(token, path, device)
+        if msg[0] == "predict":
+            _, request_id, kind, payload = msg
+            return self.predict(request_id, kind, payload)
+        return None
+
+    def load(self, token: int, path: str, device: str):
+        t0 = time.perf_counter()
+        import torch
+
+        # One thread: on a busy 2-core machine, 2-thread inference stalls under contention.
+        torch.set_num_threads(1)
+        from mnist_desktop.core.checkpoint import CheckpointError
+        from mnist_desktop.core.predictor import Predictor
+
+        try:
+            predictor = Predictor.from_file(path, device)
+        except CheckpointError as e:
+            return ("load_failed", token, str(e))
+        except Exception as e:  # e.g. an architecture that fails to build on this torch
+            return ("load_failed", token, f"{type(e).__name__}: {_one_line(e)}")
+        # Warm up: the first forward pass allocates; do it now, not on the first stroke.
+        import numpy as np
+        predictor.predict_images(np.zeros((1, 28, 28), np.float32))
+        self.predictor = predictor
+        meta = predictor.meta
+        info = {
+            "path": str(predictor.path),
+            "name": meta.name or predictor.path.stem,
+            "arch": meta.arch,
+            "labels": list(meta.labels),
+            "device": predictor.device,
+            "requested_device": device,
+            "device_message": predictor.device_message,
+            "load_seconds": time.perf_counter() - t0,
+        }
+        return ("loaded", token, info)
+
+    def predict(self, request_id: int, kind: str, payload):
+        from mnist_desktop.core.preprocess import EmptyInputError, ImageReadError, load_image
+
+        t0 = time.perf_counter()
+        if self.predictor is None:
+            return ("result", request_id, "error", None, "no model is loaded", None, {})
+        thumbnail = None
+        try:
+            if kind == "drawing":
+                source = payload
+            elif kind == "file":
+                source = load_image(payload)
+                thumbnail = _thumbnail(source)
+            elif kind == "pixels":
+                from PIL import Image
+                source = Image.fromarray(payload, "RGBA")
+            else:
+                return ("result", request_id, "error", None, f"unknown request kind {kind!r}", None, {})
+            t1 = time.perf_counter()
+            prediction = self.predictor.predict(source)
+        except ImageReadError as e:
+            return ("result", request_id, "error", None, str(e), None, {})
+        except EmptyInputError as e:
+            return ("result", request_id, "empty", None, str(e), thumbnail, {})
+        except MemoryError:
+            return ("result", request_id, "error", None, "not enough memory for this image", None, {})
+        t2 = time.perf_counter()
+        timings = {"decode_ms": (t1 - t0) * 1e3, "predict_ms": (t2 - t1) * 1e3}
+        return ("result", request_id, "ok", prediction, "", thumbnail, timings)
+
+
+def _thumbnail(img):
+    """A display copy (RGBA uint8 array, at most THUMBNAIL_SIDE pixels a side)."""
+    import numpy as np
+
+    small = img.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return np.ascontiguousarray(np.asarray(small.convert("RGBA"), dtype=np.uint8))
+
+
+def _unexpected_reply(msg: tuple, e: Exception):
+    detail = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]
+    if msg[0] == "load":
+        return ("load_failed", msg[1], f"internal error: {detail}")
+    if msg[0] == "predict":
+        return ("result", msg[1], "error", None, f"internal error: {detail}", None, {})
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:200]

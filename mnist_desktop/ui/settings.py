@@ -1,0 +1,157 @@
+"""Typed application settings persisted with QSettings (INI format).
+
+:class:`AppSettings` is the one place that names the app's settings and their defaults;
+:class:`SettingsStore` binds it to an INI file. A corrupt file (QSettings reports a format
+error) is moved aside and replaced by defaults; single invalid values fall back to their
+defaults. Either way :meth:`SettingsStore.load` returns a notice for the user instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings
+
+DEVICES = ("auto", "cpu", "cuda")
+THEMES = ("system", "light", "dark")
+PEN_WIDTH_RANGE = (2.0, 48.0)  # in canvas document units (the canvas is 280 units wide)
+SETTINGS_VERSION = 1
+
+
+@dataclass
+class AppSettings:
+    """Everything the app remembers between runs.
+
+    Attributes
+    ----------
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    model_path
+        A checkpoint file; empty means the bundled default model.
+    pen_width
+        Pen width in canvas document units (the drawing area is 280 units wide).
+    theme
+        ``system`` (follow the platform's light/dark scheme), ``light`` or ``dark``.
+    last_dir
+        Folder of the last opened image, for the next File > Open.
+    window_geometry
+        ``QWidget.saveGeometry()`` bytes; empty for the default size.
+    """
+
+    device: str = "auto"
+    model_path: str = ""
+    pen_width: float = 14.0
+    theme: str = "system"
+    last_dir: str = ""
+    window_geometry: bytes = b""
+
+
+@dataclass
+class LoadedSettings:
+    """Result of :meth:`SettingsStore.load`: the settings and an optional user notice."""
+
+    settings: AppSettings
+    notice: str | None = None
+
+
+def default_settings_path() -> Path:
+    """The per-user INI file Qt would use for this app (``~/.config/mnist-desktop/...``)."""
+    qs = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
+                   "mnist-desktop", "mnist-desktop")
+    return Path(qs.fileName())
+
+
+class SettingsStore:
+    """Reads and writes :class:`AppSettings` in one INI file.
+
+    Parameters
+    ----------
+    path
+        The INI file. Tests pass a file under ``tmp_path`` so the real profile is never
+        touched; the app passes :func:`default_settings_path`.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def _qsettings(self) -> QSettings:
+        return QSettings(str(self.path), QSettings.Format.IniFormat)
+
+    def load(self) -> LoadedSettings:
+        """Read the settings; never raises for bad content.
+
+        Returns
+        -------
+        LoadedSettings
+            With ``notice`` set when the file was corrupt (it is kept beside the new one
+            as ``<name>.corrupt``) or when some values were invalid and reset.
+        """
+        qs = self._qsettings()
+        if qs.status() == QSettings.Status.FormatError:
+            backup = self.path.with_name(self.path.name + ".corrupt")
+            try:
+                os.replace(self.path, backup)
+                kept = f" (the old file was kept as {backup.name})"
+            except OSError:
+                kept = ""
+            settings = AppSettings()
+            self.save(settings)
+            return LoadedSettings(settings, f"The settings file was unreadable and has been "
+                                            f"reset to defaults{kept}.")
+        defaults = AppSettings()
+        values = {}
+        invalid = []
+        for f in fields(AppSettings):
+            if not qs.contains(f.name):
+                continue
+            ok, value = _parse(f.name, qs.value(f.name), getattr(defaults, f.name))
+            if ok:
+                values[f.name] = value
+            else:
+                invalid.append(f.name.replace("_", " "))
+        settings = replace(defaults, **values)
+        notice = None
+        if invalid:
+            notice = f"Some settings were invalid and have been reset to defaults: {', '.join(invalid)}."
+            self.save(settings)
+        return LoadedSettings(settings, notice)
+
+    def save(self, settings: AppSettings) -> None:
+        """Write all settings to the file (synchronously, so a crash cannot lose them)."""
+        qs = self._qsettings()
+        qs.setValue("settings_version", SETTINGS_VERSION)
+        for f in fields(AppSettings):
+            value = getattr(settings, f.name)
+            qs.setValue(f.name, QByteArray(value) if isinstance(value, bytes) else value)
+        qs.sync()
+
+
+def _parse(name: str, raw, default):
+    """Validate one stored value. Returns ``(ok, value)``."""
+    if raw is None:
+        return False, default
+    if name == "device":
+        value = str(raw).lower()
+        return value in DEVICES, value
+    if name == "theme":
+        value = str(raw).lower()
+        return value in THEMES, value
+    if name == "pen_width":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return False, default
+        lo, hi = PEN_WIDTH_RANGE
+        return lo <= value <= hi, value
+    if name == "window_geometry":
+        if isinstance(raw, QByteArray):
+            return True, bytes(raw.data())
+        if isinstance(raw, (bytes, bytearray)):
+            return True, bytes(raw)
+        return raw == "", b""
+    if isinstance(raw, str):
+        return True, raw
+    return False, default

@@ -212,6 +212,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"synthetic digits, all images  {100 * s['synthetic_image_all_accuracy']:.2f}%  (half with blur/noise/JPEG)")
     print(f"[{ok(s['goals']['synthetic_gap_points'])}] gap to MNIST test (worst of strokes / clean image): "
           f"{s['synthetic_gap_points']:.2f} points (goal <= {GOALS['synthetic_gap_points']})")
+    print("synthetic digits flagged uncertain: " + ", ".join(
+        f"{p} {100 * dig[p]['flagged_uncertain']:.2f}%" for p in synth.PATHS))
     print(f"[{ok(s['goals']['nondigit_flag_rate'])}] non-digits flagged: {100 * s['nondigit_flag_rate']:.2f}% "
           f"(goal >= {100 * GOALS['nondigit_flag_rate']:.0f}%)")
     print(f"[{ok(s['goals']['test_flag_rate'])}] MNIST test digits flagged: {100 * s['test_flag_rate']:.2f}% "

@@ -491,6 +491,11 @@ def _pressure(n: int, tablet: bool, rng: np.random.Generator) -> np.ndarray:
 
 # --------------------------------------------------------------------------- samples
 
+def _render_seed(rng: np.random.Generator) -> tuple[int, int]:
+    # Drawn last from the sample's generator: rendering (levels, artifacts, the path of a
+    # "mixed" set) is as reproducible as the strokes and independent of render order.
+    return tuple(int(x) for x in rng.integers(0, 2 ** 62, 2))
+
 @dataclass
 class SynthSample:
     """One generated drawing (or, for image-only non-digits, one image).
@@ -509,6 +514,11 @@ class SynthSample:
         Pen width in canvas pixels used by :meth:`render`.
     params
         The random factors (canvas, size, pen, slant, rotation, offset...), JSON-ready.
+    image_maker
+        Draws an image-only sample from a generator and a polarity.
+    render_seed
+        Seeds rendering (ink and background levels, random artifacts, the path a
+        ``"mixed"`` set sends it through); drawn from the sample's own generator.
     """
 
     drawing: Drawing | None
@@ -518,7 +528,7 @@ class SynthSample:
     pen_width: float
     params: dict[str, Any] = field(default_factory=dict)
     image_maker: Callable[[np.random.Generator, str], Image.Image] | None = field(default=None, repr=False)
-    render_seed: tuple[int, ...] = ()
+    render_seed: tuple[int, ...] = (0, 0)
 
     def _render_rng(self, polarity: str) -> np.random.Generator:
         if polarity not in POLARITIES:
@@ -547,7 +557,7 @@ class SynthSample:
         if self.drawing is None:
             if self.image_maker is None:
                 raise ValueError("sample has neither strokes nor an image")
-            img = self.image_maker(np.random.default_rng(list(self.render_seed)), polarity)
+            img = self.image_maker(np.random.default_rng([_NONDIGIT_STREAM, *self.render_seed]), polarity)
         else:
             img = render_drawing(self.drawing, self.pen_width, polarity, rng=rng)
         return apply_artifacts(img, artifacts, rng) if artifacts is not None else img
@@ -571,7 +581,10 @@ def _finish(curves: list[np.ndarray], rng: np.random.Generator, pose: Pose | Non
     pen_frac = float(np.exp(rng.uniform(np.log(0.02), np.log(0.22)))) if pen_frac is None else pen_frac
     pen_est = max(1.5, pen_frac * pose.height_frac * pose.canvas[1])
     placed, where = _place(curves, pose, margin=pen_est / 2 + 2, rng=rng)
-    pen = max(1.5, pen_frac * max(where["height_px"], 0.5 * where["width_px"]))
+    ref = max(where["height_px"], 0.5 * where["width_px"])
+    if ref < 1.0:  # a single dot has no extent: size its pen from the pose instead
+        ref = pose.height_frac * pose.canvas[1]
+    pen = max(1.5, pen_frac * ref)
     tablet = bool(rng.random() < 0.25)
     step = float(rng.uniform(1.5, 9.0))
     tremor = float(rng.uniform(0.0, 0.7))
@@ -582,7 +595,7 @@ def _finish(curves: list[np.ndarray], rng: np.random.Generator, pose: Pose | Non
     params = {"canvas": list(pose.canvas), "size_frac": where["size_frac"],
               "height_frac": where["height_px"] / pose.canvas[1], "offset": where["offset"],
               "aspect": pose.aspect, "slant": pose.slant, "rotation": pose.rotation,
-              "pen_width": pen, "pen_frac": pen / max(where["height_px"], 0.5 * where["width_px"], 1.0),
+              "pen_width": pen, "pen_frac": pen / ref,
               "device": "tablet" if tablet else "mouse", "strokes": len(strokes)}
     return Drawing(strokes, canvas_size=pose.canvas), pen, params
 
@@ -594,7 +607,7 @@ def generate_digit(rng: np.random.Generator, label: int | None = None, style: st
     style = str(rng.choice(sorted(styles))) if style is None else style
     curves = _draw_strokes(styles[style](rng), rng)
     drawing, pen, params = _finish(curves, rng)
-    return SynthSample(drawing, label, "digit", f"{label}/{style}", pen, params)
+    return SynthSample(drawing, label, "digit", f"{label}/{style}", pen, params, render_seed=_render_seed(rng))
 
 
 def digit_samples(n: int, purpose: str = "evaluation", seed: int = 0, start: int = 0) -> Iterator[SynthSample]:
@@ -602,9 +615,7 @@ def digit_samples(n: int, purpose: str = "evaluation", seed: int = 0, start: int
     balanced (sample ``i`` is digit ``i % 10``)."""
     for i in range(start, start + n):
         rng = sample_rng(_DIGIT_STREAM, purpose, seed, i)
-        s = generate_digit(rng, label=i % 10)
-        s.render_seed = (_DIGIT_STREAM, _base_seed(purpose, seed), i)
-        yield s
+        yield generate_digit(rng, label=i % 10)
 
 
 # --------------------------------------------------------------------------- non-digits
@@ -722,7 +733,8 @@ def generate_nondigit(rng: np.random.Generator, kind: str | None = None, name: s
         canvas = random_canvas(rng)
         params = {"canvas": list(canvas)}
         return SynthSample(None, -1, kind, name, 0.0, params,
-                           image_maker=lambda r, pol: _noise_image(name, canvas, r, pol))
+                           image_maker=lambda r, pol: _noise_image(name, canvas, r, pol),
+                           render_seed=_render_seed(rng))
     if kind == "letter":
         curves = _draw_strokes(LETTERS[name], rng)
     elif kind == "shape":
@@ -744,7 +756,7 @@ def generate_nondigit(rng: np.random.Generator, kind: str | None = None, name: s
         # Several symbols side by side: the pose's height is per symbol.
         pose.height_frac = float(rng.uniform(0.12, 0.4))
     drawing, pen, params = _finish(curves, rng, pose, pen_frac)
-    return SynthSample(drawing, -1, kind, name, pen, params)
+    return SynthSample(drawing, -1, kind, name, pen, params, render_seed=_render_seed(rng))
 
 
 def nondigit_samples(n: int, purpose: str = "evaluation", seed: int = 0, start: int = 0,
@@ -754,9 +766,7 @@ def nondigit_samples(n: int, purpose: str = "evaluation", seed: int = 0, start: 
     exclude = HELD_OUT_FROM_TRAINING if purpose == "train" else None
     for i in range(start, start + n):
         rng = sample_rng(_NONDIGIT_STREAM, purpose, seed, i)
-        s = generate_nondigit(rng, kind=kind, exclude=exclude)
-        s.render_seed = (_NONDIGIT_STREAM, _base_seed(purpose, seed), i)
-        yield s
+        yield generate_nondigit(rng, kind=kind, exclude=exclude)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -312,6 +312,8 @@ def load_torchvision(name: str, root: str = "", *, train: bool = True, download:
     labels = ds.targets.numpy() if hasattr(ds.targets, "numpy") else np.asarray(ds.targets)
     images, labels = np.ascontiguousarray(images, np.uint8), labels.astype(np.int64)
     names = [str(c) for c in ds.classes]
+    if name == "mnist":
+        names = [str(i) for i in range(10)]  # torchvision says "0 - zero"; the app's labels are digits
     if name.startswith("emnist-"):
         images = np.ascontiguousarray(images.transpose(0, 2, 1))
     if name == "emnist-letters":

@@ -350,6 +350,7 @@ class _Run:
 
         data = yield from self._load_data(cfg)
         train_set, val_set, test_set, fingerprint = data
+        self._check_cancel()  # before a run folder is made for nothing
         if resume is None:
             self.dir = _new_run_dir(cfg)
             _write_json(self.dir / "config.json", cfg.to_dict())

@@ -28,8 +28,10 @@ work and *return* the :class:`Dataset` (use ``data = yield from load_...``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,7 +307,9 @@ def load_torchvision(name: str, root: str = "", *, train: bool = True, download:
                             f"(files expected in {root_path / cls.__name__ / 'raw'})") from None
         yield Status("download", f"downloading {name} into {root_path}")
         try:
-            ds = cls(str(root_path), train=train, download=True, **kwargs)
+            # Whatever the downloader prints must not mix into a --progress-json stdout stream.
+            with contextlib.redirect_stdout(sys.stderr):
+                ds = cls(str(root_path), train=train, download=True, **kwargs)
         except Exception as e:  # URLError, RuntimeError, OSError, socket errors, bad zip...
             raise DataError(_download_failure(cls, name, root_path, e)) from None
     images = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)

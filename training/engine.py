@@ -173,9 +173,35 @@ class _Clock:
         self.images_since_event = 0
         self.loss_since_event = 0.0
         self.steps_since_event = 0
+        self.epoch_start = 0.0
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.start
+
+    def add_step(self, seconds: float, images: int) -> None:
+        if not self.epoch_start:
+            self.epoch_start = time.monotonic() - seconds
+        self.train_time += seconds
+        self.train_steps += 1
+        self.train_images += images
+        self.images_since_event += images
+        self.steps_since_event += 1
+
+    def event_sent(self, now: float) -> None:
+        self.last_event = now
+        self.images_since_event = self.steps_since_event = 0
+        self.loss_since_event = 0.0
+
+    def add_validation(self, seconds: float) -> None:
+        self.val_time += seconds
+        self.val_count += 1
+
+    def epoch_time(self) -> float:
+        """Wall time since this epoch's first step (this session), and restart the count."""
+        now = time.monotonic()
+        t = now - (self.epoch_start or now)
+        self.epoch_start = 0.0
+        return t
 
     def eta(self, steps_left: int, epochs_left: int) -> float | None:
         if not self.train_steps:
@@ -242,7 +268,7 @@ class StepFunction:
         from training.augment import augment_batch
 
         x = images.float()
-        if images.dtype.is_floating_point is False:
+        if not images.dtype.is_floating_point:
             x = x / 255.0
         x = x.unsqueeze(1)
         if self.augment is not None:
@@ -265,6 +291,213 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     if steps > 1 and n_train % batch_size == 1:
         steps -= 1
     return max(steps, 1)
+
+
+class _Loop:
+    """One training session: model, optimizer, scheduler, device-resident data, random
+    generators, loss accumulators and progress - everything :func:`_save_state` stores."""
+
+    def __init__(self, cfg: TrainConfig, device: str, run_dir: Path, train_set, val_set, fingerprint: str):
+        import torch
+
+        from mnist_desktop.core.models import build_model
+
+        self.cfg, self.device, self.dir, self.fingerprint = cfg, device, run_dir, fingerprint
+        self.labels = train_set.label_names
+        torch.manual_seed(cfg.seed)
+        try:
+            self.model = build_model(cfg.arch, num_classes=len(self.labels), **cfg.arch_args).to(device)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot build {cfg.arch} with {cfg.arch_args}: {str(e).splitlines()[0]}") from None
+        self.n_train, self.n_val = len(train_set), len(val_set)
+        self.spe = steps_per_epoch(self.n_train, cfg.batch_size)
+        self.total_steps = self.spe * cfg.epochs
+        self.optimizer = _make_optimizer(cfg, self.model.parameters())
+        self.scheduler, self.per_step = _make_scheduler(cfg, self.optimizer, self.total_steps)
+        # Data lives on the training device for the whole run: no DataLoader, batches are
+        # index gathers.
+        self.x_train = torch.from_numpy(np.ascontiguousarray(train_set.images)).to(device)
+        self.y_train = torch.from_numpy(train_set.labels).to(device)
+        self.x_val = torch.from_numpy(np.ascontiguousarray(val_set.images)).to(device)
+        self.y_val = torch.from_numpy(val_set.labels).to(device)
+        self.gen_shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.gen_aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.step_fn = StepFunction(cfg, self.model, self.optimizer, self.scheduler, self.per_step, self.gen_aug)
+        # The epoch in progress: its shuffle order and running sums (kept on the device so
+        # a GPU never waits for the host between steps).
+        self.perm = None
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+        self.prog = _Progress()
+        self.clock = _Clock(0.0)
+        self.last_path, self.best_path = run_dir / "last.safetensors", run_dir / "best.safetensors"
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def done(self) -> bool:
+        return self.prog.epoch >= self.cfg.epochs or bool(self.prog.stop_reason)
+
+    def restore(self, st: dict[str, Any]) -> list[str]:
+        """Continue from a saved state; returns warnings for the user."""
+        import torch
+
+        meta = st["meta"]
+        if meta.get("fingerprint") != self.fingerprint or meta.get("n_train") != self.n_train:
+            raise DataError(f"cannot resume: the training data differs from the data {self.dir.name} started with")
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        if self.scheduler is not None and st["scheduler"]:
+            self.scheduler.load_state_dict(st["scheduler"])
+        self.prog = _Progress(**meta["progress"])
+        self.clock = _Clock(self.prog.elapsed_s)
+        torch.set_rng_state(st["rng_cpu"])
+        self.gen_shuffle.set_state(st["gen_shuffle"])
+        warnings_ = []
+        if st["gen_aug_device"] == torch.device(self.device).type:
+            self.gen_aug.set_state(st["gen_aug"])
+        else:
+            warnings_.append(f"resuming on {self.device} after {st['gen_aug_device']}: augmentation "
+                             "continues with a fresh random stream")
+        if self.cuda and st.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(st["rng_cuda"])
+        if st["perm"] is not None:  # cancelled mid-epoch
+            self.perm = st["perm"]
+            self.loss_sum = st["loss_sum"].to(self.device)
+            self.correct = st["correct"].to(self.device)
+            self.seen = int(meta["seen"])
+        return warnings_
+
+    def save_state(self) -> None:
+        self.prog.elapsed_s = self.clock.elapsed()
+        _save_state(self.dir, self.prog, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                    gen_shuffle=self.gen_shuffle, gen_aug=self.gen_aug, perm=self.perm, loss_sum=self.loss_sum,
+                    correct=self.correct, seen=self.seen, fingerprint=self.fingerprint, n_train=self.n_train)
+
+    def started(self, resumed: bool, test_set, run_dir: Path) -> RunStarted:
+        from mnist_desktop.core.models import count_parameters
+
+        cfg = self.cfg
+        return RunStarted(run_dir=str(run_dir), recipe=cfg.recipe, arch=cfg.arch,
+                          num_parameters=count_parameters(self.model), device=self.device, resumed=resumed,
+                          start_epoch=self.prog.epoch, start_step=self.prog.global_step, epochs=cfg.epochs,
+                          steps_per_epoch=self.spe, total_steps=self.total_steps, batch_size=cfg.batch_size,
+                          n_train=self.n_train, n_val=self.n_val, n_test=len(test_set) if test_set else 0,
+                          labels=self.labels, data=" + ".join([cfg.data, *cfg.extra_data]),
+                          test_data=cfg.test_data, config=cfg.to_dict())
+
+    def train_epoch(self, should_cancel: Callable[[], bool]):
+        """Run the remaining steps of the current epoch, yielding Step events; returns True
+        when cancelled (between two steps)."""
+        import torch
+
+        cfg, prog, clock = self.cfg, self.prog, self.clock
+        self.model.train()
+        if self.perm is None:
+            self.perm = torch.randperm(self.n_train, generator=self.gen_shuffle)
+            self.loss_sum.zero_()
+            self.correct.zero_()
+            self.seen = 0
+        perm = self.perm.to(self.device)
+        for k in range(prog.step_in_epoch, self.spe):
+            if should_cancel():
+                return True
+            t0 = time.monotonic()
+            idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            loss, n_correct = self.step_fn(self.x_train[idx], self.y_train[idx])
+            self.loss_sum += loss
+            self.correct += n_correct
+            self.seen += len(idx)
+            prog.global_step += 1
+            prog.step_in_epoch = k + 1
+            if not self.cuda:  # reading the loss is free on a CPU: catch NaN at once
+                value = float(loss)
+                if not math.isfinite(value):
+                    self.nan_failure()
+                clock.loss_since_event += value
+            now = time.monotonic()
+            clock.add_step(now - t0, len(idx))
+            if now - clock.last_event >= cfg.step_event_interval or k + 1 == self.spe:
+                yield self.step_event(now)
+        return False
+
+    def step_event(self, now: float) -> Step:
+        cfg, prog, clock = self.cfg, self.prog, self.clock
+        if self.cuda:
+            # One device sync per event, not per step: the running loss is read only here.
+            mean_loss = float(self.loss_sum) / max(prog.step_in_epoch, 1)
+            if not math.isfinite(mean_loss):
+                self.nan_failure()
+        else:
+            mean_loss = clock.loss_since_event / max(clock.steps_since_event, 1)
+        dt = max(now - clock.last_event, 1e-9)
+        event = Step(epoch=prog.epoch + 1, epochs=cfg.epochs, step=prog.global_step, total_steps=self.total_steps,
+                     epoch_step=prog.step_in_epoch, steps_per_epoch=self.spe, loss=mean_loss,
+                     lr=self.optimizer.param_groups[0]["lr"], images_per_s=round(clock.images_since_event / dt, 1),
+                     elapsed_s=round(clock.elapsed(), 3),
+                     eta_s=clock.eta(self.total_steps - prog.global_step, cfg.epochs - prog.epoch))
+        clock.event_sent(now)
+        return event
+
+    def nan_failure(self) -> None:
+        prog = self.prog
+        last = f", last good model: last.safetensors (epoch {prog.epoch})" if prog.epoch else ""
+        raise TrainingError("nan_loss", f"training loss became NaN/inf in epoch {prog.epoch + 1} "
+                            f"(step {prog.global_step}); the run stopped{last}",
+                            hint=f"lower --learning-rate (now {self.cfg.learning_rate:g}) or check the data")
+
+    def end_epoch(self, model_meta) -> EpochEnd:
+        """Validate, calibrate, step per-epoch schedulers, pick the best model, save model
+        files and state; returns the EpochEnd event."""
+        from mnist_desktop.core.checkpoint import save_model
+        from training.evaluate import predict_logits
+
+        cfg, prog, clock = self.cfg, self.prog, self.clock
+        t_val = time.monotonic()
+        train_loss = float(self.loss_sum) / self.spe  # mean of the epoch's step losses
+        if not math.isfinite(train_loss):
+            self.nan_failure()
+        record: dict[str, Any] = {"epoch": prog.epoch + 1, "step": prog.global_step, "train_loss": train_loss,
+                                  "train_accuracy": float(self.correct) / max(self.seen, 1), "val_loss": None,
+                                  "val_accuracy": None, "lr": self.optimizer.param_groups[0]["lr"],
+                                  "temperature": 1.0}
+        self.perm = None
+        prog.step_in_epoch = 0
+        prog.epoch += 1
+        if self.n_val:
+            logits = predict_logits(self.model, self.x_val, cfg.mean, cfg.std, cfg.eval_batch_size)
+            record.update(_validation_metrics(logits, self.y_val))
+        if self.scheduler is not None and not self.per_step:
+            if cfg.scheduler == "plateau":
+                self.scheduler.step(record["val_loss"] if record["val_loss"] is not None else train_loss)
+            else:
+                self.scheduler.step()
+        is_best = _update_best(prog, record, cfg.select_metric)
+        if cfg.patience and self.n_val and prog.bad_epochs >= cfg.patience and prog.epoch < cfg.epochs:
+            prog.stop_reason = "early_stopping"
+        elif prog.epoch >= cfg.epochs:
+            prog.stop_reason = "completed"
+        meta = model_meta(cfg, self.labels, record, self.fingerprint, self.n_train, self.n_val)
+        save_model(self.last_path, self.model, meta)
+        if is_best:
+            save_model(self.best_path, self.model, meta)
+        clock.add_validation(time.monotonic() - t_val)
+        record["time_s"] = round(clock.epoch_time(), 3)
+        prog.history.append(record)
+        self.save_state()
+        return EpochEnd(epoch=prog.epoch, epochs=cfg.epochs, step=prog.global_step, total_steps=self.total_steps,
+                        train_loss=train_loss, train_accuracy=record["train_accuracy"], val_loss=record["val_loss"],
+                        val_accuracy=record["val_accuracy"], lr=self.optimizer.param_groups[0]["lr"],
+                        temperature=record["temperature"], is_best=is_best, best_epoch=prog.best_epoch,
+                        best_val_accuracy=prog.best_val_accuracy, epoch_time_s=record["time_s"],
+                        images_per_s=round(clock.train_images / max(clock.train_time, 1e-9), 1),
+                        elapsed_s=round(clock.elapsed(), 3),
+                        eta_s=0.0 if self.done else clock.eta(self.total_steps - prog.global_step,
+                                                              cfg.epochs - prog.epoch),
+                        last_model=str(self.last_path), best_model=str(self.best_path))
 
 
 # --------------------------------------------------------------------------- the run
@@ -391,199 +624,27 @@ class _Run:
         return train_set, val_set, test_set, full.fingerprint()
 
     def _fit(self, cfg: TrainConfig, train_set, val_set, test_set, fingerprint: str, resumed: bool):
-        import torch
-
-        from mnist_desktop.core.models import build_model, count_parameters
-        from training.evaluate import predict_logits
-
-        dev = self.device
-        labels = train_set.label_names
-        torch.manual_seed(cfg.seed)
-        try:
-            model = build_model(cfg.arch, num_classes=len(labels), **cfg.arch_args).to(dev)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"cannot build {cfg.arch} with {cfg.arch_args}: {str(e).splitlines()[0]}") from None
-        n_train = len(train_set)
-        spe = steps_per_epoch(n_train, cfg.batch_size)
-        total_steps = spe * cfg.epochs
-        optimizer = _make_optimizer(cfg, model.parameters())
-        scheduler, per_step = _make_scheduler(cfg, optimizer, total_steps)
-
-        # Data lives on the training device for the whole run: no DataLoader, batches are
-        # index gathers.
-        x_train = torch.from_numpy(np.ascontiguousarray(train_set.images)).to(dev)
-        y_train = torch.from_numpy(train_set.labels).to(dev)
-        x_val = torch.from_numpy(np.ascontiguousarray(val_set.images)).to(dev)
-        y_val = torch.from_numpy(val_set.labels).to(dev)
-        gen_shuffle = torch.Generator().manual_seed(cfg.seed)
-        gen_aug = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-        step_fn = StepFunction(cfg, model, optimizer, scheduler, per_step, gen_aug)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        correct = torch.zeros((), dtype=torch.int64, device=dev)
-        seen = 0
-        perm = None
-        prog = _Progress()
-
+        loop = _Loop(cfg, self.device, self.dir, train_set, val_set, fingerprint)
         if resumed:
-            st = _load_state(self.dir)
-            meta = st["meta"]
-            if meta.get("fingerprint") != fingerprint or meta.get("n_train") != n_train:
-                raise DataError(f"cannot resume: the training data differs from the data {self.dir.name} "
-                                "started with")
-            model.load_state_dict(st["model"])
-            optimizer.load_state_dict(st["optimizer"])
-            if scheduler is not None and st["scheduler"]:
-                scheduler.load_state_dict(st["scheduler"])
-            prog = _Progress(**meta["progress"])
-            torch.set_rng_state(st["rng_cpu"])
-            gen_shuffle.set_state(st["gen_shuffle"])
-            if st["gen_aug_device"] == torch.device(dev).type:
-                gen_aug.set_state(st["gen_aug"])
-            else:
-                yield Log(level="warning", message=f"resuming on {dev} after {st['gen_aug_device']}: "
-                          "augmentation continues with a fresh random stream")
-            if dev.startswith("cuda") and st.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(st["rng_cuda"])
-            if st["perm"] is not None:
-                perm = st["perm"]
-                loss_sum = st["loss_sum"].to(dev)
-                correct = st["correct"].to(dev)
-                seen = int(meta["seen"])
-
-        clock = _Clock(prog.elapsed_s)
-        state_args = dict(model=model, optimizer=optimizer, scheduler=scheduler, gen_shuffle=gen_shuffle,
-                          gen_aug=gen_aug, fingerprint=fingerprint, n_train=n_train)
-        last_path, best_path = self.dir / "last.safetensors", self.dir / "best.safetensors"
-        yield RunStarted(run_dir=str(self.dir), recipe=cfg.recipe, arch=cfg.arch,
-                         num_parameters=count_parameters(model), device=dev, resumed=resumed,
-                         start_epoch=prog.epoch, start_step=prog.global_step, epochs=cfg.epochs,
-                         steps_per_epoch=spe, total_steps=total_steps, batch_size=cfg.batch_size,
-                         n_train=n_train, n_val=len(val_set), n_test=len(test_set) if test_set else 0,
-                         labels=labels, data=" + ".join([cfg.data, *cfg.extra_data]),
-                         test_data=cfg.test_data, config=cfg.to_dict())
-
-        while prog.epoch < cfg.epochs and not prog.stop_reason:
-            epoch_start = time.monotonic()
-            model.train()
-            if perm is None:
-                perm = torch.randperm(n_train, generator=gen_shuffle)
-                loss_sum.zero_()
-                correct.zero_()
-                seen = 0
-            perm_dev = perm.to(dev)
-            for k in range(prog.step_in_epoch, spe):
-                if self.should_cancel():
-                    prog.elapsed_s = clock.elapsed()
-                    _save_state(self.dir, prog, perm=perm, loss_sum=loss_sum, correct=correct, seen=seen,
-                                **state_args)
-                    yield Cancelled(run_dir=str(self.dir), epoch=prog.epoch + 1, step=prog.global_step,
-                                    resumable=True, message=f"cancelled; continue with --resume {self.dir}")
-                    return
-                t0 = time.monotonic()
-                idx = perm_dev[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-                loss, n_correct = step_fn(x_train[idx], y_train[idx])
-                loss_sum += loss
-                correct += n_correct
-                seen += len(idx)
-                prog.global_step += 1
-                prog.step_in_epoch = k + 1
-                clock.images_since_event += len(idx)
-                clock.steps_since_event += 1
-                clock.loss_since_event += 0.0 if dev.startswith("cuda") else float(loss)
-                if not dev.startswith("cuda") and not math.isfinite(clock.loss_since_event):
-                    self._nan_failure(cfg, prog)
-                now = time.monotonic()
-                clock.train_time += now - t0
-                clock.train_steps += 1
-                clock.train_images += len(idx)
-                if now - clock.last_event >= cfg.step_event_interval or k + 1 == spe:
-                    yield self._step_event(cfg, prog, clock, loss_sum, seen, optimizer, spe, total_steps, now)
-
-            train_loss = float(loss_sum) / spe  # mean of the epoch's step losses
-            if not math.isfinite(train_loss):
-                self._nan_failure(cfg, prog)
-            train_acc = float(correct) / max(seen, 1)
-            perm = None
-            prog.step_in_epoch = 0
-            prog.epoch += 1
-
-            # validation, calibration, checkpoint selection
-            t_val = time.monotonic()
-            record: dict[str, Any] = {"epoch": prog.epoch, "step": prog.global_step, "train_loss": train_loss,
-                                      "train_accuracy": train_acc, "val_loss": None, "val_accuracy": None,
-                                      "lr": optimizer.param_groups[0]["lr"], "temperature": 1.0}
-            if len(val_set):
-                logits = predict_logits(model, x_val, cfg.mean, cfg.std, cfg.eval_batch_size)
-                record.update(_validation_metrics(logits, y_val))
-            if scheduler is not None and not per_step:
-                if cfg.scheduler == "plateau":
-                    scheduler.step(record["val_loss"] if record["val_loss"] is not None else train_loss)
-                else:
-                    scheduler.step()
-            is_best = _update_best(prog, record, cfg.select_metric)
-            if cfg.patience and len(val_set) and prog.bad_epochs >= cfg.patience and prog.epoch < cfg.epochs:
-                prog.stop_reason = "early_stopping"
-            elif prog.epoch >= cfg.epochs:
-                prog.stop_reason = "completed"
-            meta = self._model_meta(cfg, labels, record, fingerprint, n_train, len(val_set))
-            from mnist_desktop.core.checkpoint import save_model
-            save_model(last_path, model, meta)
-            if is_best:
-                save_model(best_path, model, meta)
-            clock.val_time += time.monotonic() - t_val
-            clock.val_count += 1
-            record["time_s"] = round(time.monotonic() - epoch_start, 3)
-            prog.history.append(record)
-            prog.elapsed_s = clock.elapsed()
-            _save_state(self.dir, prog, perm=None, loss_sum=loss_sum, correct=correct, seen=0, **state_args)
-            epoch_time = time.monotonic() - epoch_start
-            yield EpochEnd(epoch=prog.epoch, epochs=cfg.epochs, step=prog.global_step, total_steps=total_steps,
-                           train_loss=train_loss, train_accuracy=train_acc, val_loss=record["val_loss"],
-                           val_accuracy=record["val_accuracy"], lr=optimizer.param_groups[0]["lr"],
-                           temperature=record["temperature"], is_best=is_best, best_epoch=prog.best_epoch,
-                           best_val_accuracy=prog.best_val_accuracy, epoch_time_s=round(epoch_time, 3),
-                           images_per_s=round(clock.train_images / max(clock.train_time, 1e-9), 1),
-                           elapsed_s=round(clock.elapsed(), 3),
-                           eta_s=0.0 if prog.stop_reason else clock.eta(total_steps - prog.global_step,
-                                                                         cfg.epochs - prog.epoch),
-                           last_model=str(last_path), best_model=str(best_path))
-
-        yield from self._finish(cfg, prog, model, val_set, test_set, x_val, y_val, clock)
+            for warning in loop.restore(_load_state(self.dir)):
+                yield Log(level="warning", message=warning)
+        yield loop.started(resumed, test_set, self.dir)
+        while not loop.done:
+            stopped = yield from loop.train_epoch(self.should_cancel)
+            if stopped:
+                loop.save_state()
+                yield Cancelled(run_dir=str(self.dir), epoch=loop.prog.epoch + 1, step=loop.prog.global_step,
+                                resumable=True, message=f"cancelled; continue with --resume {self.dir}")
+                return
+            yield loop.end_epoch(self._model_meta)
+        yield from self._finish(cfg, loop, val_set, test_set)
 
     # ------------------------------------------------------------------ pieces
-    def _nan_failure(self, cfg: TrainConfig, prog: _Progress) -> None:
-        raise TrainingError(
-            "nan_loss", f"training loss became NaN/inf in epoch {prog.epoch + 1} (step {prog.global_step}); "
-            f"the run stopped" + (f", last good model: last.safetensors (epoch {prog.epoch})" if prog.epoch else ""),
-            hint=f"lower --learning-rate (now {cfg.learning_rate:g}) or check the data")
-
-    def _step_event(self, cfg, prog, clock: _Clock, loss_sum, seen, optimizer, spe, total_steps, now) -> Step:
-        if self.device.startswith("cuda"):
-            # One device sync per event, not per step: the loss sum is read only here.
-            mean_loss = float(loss_sum) / max(prog.step_in_epoch, 1)
-            if not math.isfinite(mean_loss):
-                self._nan_failure(cfg, prog)
-        else:
-            mean_loss = clock.loss_since_event / max(clock.steps_since_event, 1)
-        dt = max(now - clock.last_event, 1e-9)
-        event = Step(epoch=prog.epoch + 1, epochs=cfg.epochs, step=prog.global_step, total_steps=total_steps,
-                     epoch_step=prog.step_in_epoch, steps_per_epoch=spe, loss=mean_loss,
-                     lr=optimizer.param_groups[0]["lr"], images_per_s=round(clock.images_since_event / dt, 1),
-                     elapsed_s=round(clock.elapsed(), 3),
-                     eta_s=clock.eta(total_steps - prog.global_step, cfg.epochs - prog.epoch))
-        clock.last_event = now
-        clock.images_since_event = clock.steps_since_event = 0
-        clock.loss_since_event = 0.0
-        return event
-
-    def _model_meta(self, cfg: TrainConfig, labels, record, fingerprint, n_train, n_val, extra_metrics=None):
+    def _model_meta(self, cfg: TrainConfig, labels, record, fingerprint, n_train, n_val):
         from mnist_desktop.core.checkpoint import ModelMeta, Normalization, UncertaintyRule
 
-        metrics = {k: record[k] for k in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-                   if record.get(k) is not None}
-        if record.get("val_ece") is not None:
-            metrics["val_ece"] = record["val_ece"]
-        metrics.update(extra_metrics or {})
+        metrics = {k: record[k] for k in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                          "val_ece") if record.get(k) is not None}
         return ModelMeta(
             arch=cfg.arch, arch_args=dict(cfg.arch_args), labels=list(labels),
             normalization=Normalization(cfg.mean, cfg.std), preprocess=cfg.preprocess_options().to_dict(),
@@ -594,61 +655,23 @@ class _Run:
                       "validation": f"seeded stratified {cfg.val_fraction:g} of the training data"},
             metrics=metrics, data_fingerprint=fingerprint)
 
-    def _finish(self, cfg: TrainConfig, prog: _Progress, model, val_set, test_set, x_val, y_val, clock):
-        import torch
+    def _finish(self, cfg: TrainConfig, loop: _Loop, val_set, test_set):
+        """Evaluate the best model, write the report and plots, export; then Finished."""
+        from mnist_desktop.core.checkpoint import load_model
 
-        from mnist_desktop.core.checkpoint import load_model, save_model
-        from mnist_desktop.core.metrics import format_report
-        from training.evaluate import evaluation_report, predict_logits, report_plots
-        from training.plots import plot_curves
-
+        prog = loop.prog
         self._check_cancel()
         yield Status("evaluate", "evaluating the best model")
-        best_path, last_path = self.dir / "best.safetensors", self.dir / "last.safetensors"
-        loaded = load_model(best_path)
-        best = loaded.model.to(self.device)
-        reports: dict[str, Any] = {}
-        plots = []
-        curves = self.dir / "curves.png"
-        plot_curves(prog.history, curves)
-        plots.append(str(curves))
-        if len(val_set):
-            logits = predict_logits(best, x_val, cfg.mean, cfg.std, cfg.eval_batch_size).cpu().numpy()
-            reports["validation"] = evaluation_report(logits, val_set.labels, loaded.meta, data="validation split",
-                                                      paths=val_set.paths)
-        if test_set is not None:
-            x_test = torch.from_numpy(np.ascontiguousarray(test_set.images)).to(self.device)
-            logits = predict_logits(best, x_test, cfg.mean, cfg.std, cfg.eval_batch_size).cpu().numpy()
-            reports["test"] = evaluation_report(logits, test_set.labels, loaded.meta, data=test_set.description,
-                                                paths=test_set.paths)
-        split = "test" if "test" in reports else "validation" if reports else ""
-        if split:
-            plots += report_plots(reports[split], (test_set if split == "test" else val_set).images,
-                                  self.dir, split)
-        if "test" in reports:
-            # Measured once, at the end, for the model card only (never used for selection).
-            t = reports["test"]
-            loaded.meta.metrics.update({"test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"],
-                                        "test_ece": t["ece"], "test_data": test_set.description})
-            save_model(best_path, loaded.model, loaded.meta)
-        report = {"run_dir": str(self.dir), "config": cfg.to_dict(), "labels": loaded.meta.labels,
-                  "best_epoch": prog.best_epoch, "epochs_done": prog.epoch,
-                  "stop_reason": prog.stop_reason, "history": prog.history,
-                  "models": {"best": str(best_path), "last": str(last_path)},
-                  "plots": plots, **reports}
+        loaded = load_model(loop.best_path)
+        reports = self._evaluate(cfg, loaded, loop, val_set, test_set)
+        report, plots = self._write_report(cfg, loop, loaded, reports, val_set, test_set)
         report_path = self.dir / "report.json"
-        _write_json(report_path, report)
-        text = [f"run: {self.dir}", f"best epoch: {prog.best_epoch} of {prog.epoch} ({prog.stop_reason})"]
-        for name, r in reports.items():
-            text += ["", f"== {name}: {r['data']}", format_report(r)]
-        from mnist_desktop.core.checkpoint import atomic_write_bytes
-        atomic_write_bytes(self.dir / "report.txt", ("\n".join(text) + "\n").encode("utf-8"))
+        split = "test" if "test" in reports else "validation" if reports else ""
         if split:
             r = reports[split]
             yield Evaluation(split=split, data=r["data"], n=r["n"], accuracy=r["accuracy"], macro_f1=r["macro_f1"],
                              ece=r["ece"], misclassified=r["misclassified_count"], report=str(report_path),
                              plots=plots)
-
         exports: dict[str, str] = {}
         for fmt in cfg.export:
             self._check_cancel()
@@ -665,9 +688,58 @@ class _Run:
             metrics.update(test_accuracy=reports["test"]["accuracy"], test_macro_f1=reports["test"]["macro_f1"],
                            test_ece=reports["test"]["ece"])
         yield Finished(run_dir=str(self.dir), reason=prog.stop_reason or "completed", epochs_done=prog.epoch,
-                       best_epoch=prog.best_epoch, best_model=str(best_path), last_model=str(last_path),
+                       best_epoch=prog.best_epoch, best_model=str(loop.best_path), last_model=str(loop.last_path),
                        report=str(report_path), metrics=metrics, exports=exports,
-                       elapsed_s=round(clock.elapsed(), 3))
+                       elapsed_s=round(loop.clock.elapsed(), 3))
+
+    def _evaluate(self, cfg: TrainConfig, loaded, loop: _Loop, val_set, test_set) -> dict[str, Any]:
+        """Reports of the best model on the validation data and, when given, the test data."""
+        import torch
+
+        from mnist_desktop.core.checkpoint import save_model
+        from training.evaluate import evaluation_report, predict_logits
+
+        model = loaded.model.to(self.device)
+        reports: dict[str, Any] = {}
+        if len(val_set):
+            logits = predict_logits(model, loop.x_val, cfg.mean, cfg.std, cfg.eval_batch_size).cpu().numpy()
+            reports["validation"] = evaluation_report(logits, val_set.labels, loaded.meta,
+                                                      data="validation split", paths=val_set.paths)
+        if test_set is not None:
+            x_test = torch.from_numpy(np.ascontiguousarray(test_set.images)).to(self.device)
+            logits = predict_logits(model, x_test, cfg.mean, cfg.std, cfg.eval_batch_size).cpu().numpy()
+            t = reports["test"] = evaluation_report(logits, test_set.labels, loaded.meta,
+                                                    data=test_set.description, paths=test_set.paths)
+            # Measured once, at the end, for the model card only (never used for selection).
+            loaded.meta.metrics.update({"test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"],
+                                        "test_ece": t["ece"], "test_data": test_set.description})
+            save_model(loop.best_path, model, loaded.meta)
+        return reports
+
+    def _write_report(self, cfg: TrainConfig, loop: _Loop, loaded, reports, val_set, test_set):
+        """report.json, report.txt and the PNG plots; returns (report, plot paths)."""
+        from mnist_desktop.core.checkpoint import atomic_write_bytes
+        from mnist_desktop.core.metrics import format_report
+        from training.evaluate import report_plots
+        from training.plots import plot_curves
+
+        prog = loop.prog
+        plots = [str(self.dir / "curves.png")]
+        plot_curves(prog.history, plots[0])
+        if "test" in reports:
+            plots += report_plots(reports["test"], test_set.images, self.dir, "test")
+        elif "validation" in reports:
+            plots += report_plots(reports["validation"], val_set.images, self.dir, "validation")
+        report = {"run_dir": str(self.dir), "config": cfg.to_dict(), "labels": loaded.meta.labels,
+                  "best_epoch": prog.best_epoch, "epochs_done": prog.epoch, "stop_reason": prog.stop_reason,
+                  "history": prog.history, "models": {"best": str(loop.best_path), "last": str(loop.last_path)},
+                  "plots": plots, **reports}
+        _write_json(self.dir / "report.json", report)
+        text = [f"run: {self.dir}", f"best epoch: {prog.best_epoch} of {prog.epoch} ({prog.stop_reason})"]
+        for name, r in reports.items():
+            text += ["", f"== {name}: {r['data']}", format_report(r)]
+        atomic_write_bytes(self.dir / "report.txt", ("\n".join(text) + "\n").encode("utf-8"))
+        return report, plots
 
 
 def _validation_metrics(logits, y) -> dict[str, Any]:

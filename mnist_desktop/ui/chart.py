@@ -1,8 +1,10 @@
 """Probability bar chart: one column per class label, custom-painted for speed.
 
-Readable from 10 to ~50 labels: with room, every column shows its percentage; when columns
-get narrow (26 letters, 47 EMNIST classes) percentages are drawn vertically and only for
-bars of at least 1%, and a tooltip gives every exact value. The predicted class is
+Readable from 10 to ~50 labels. When every class gets a row at least ``MIN_ROW_HEIGHT``
+pixels tall (10 digits), the chart draws horizontal bars with the label at the left and the
+percentage at the right. Otherwise (26 letters, 47 EMNIST classes) it draws one column per
+class; narrow columns show their percentage vertically, only for bars of at least 1%, and a
+tooltip gives every exact value. The predicted class is
 highlighted in the accent colour, or in amber when the model is uncertain.
 """
 
@@ -13,6 +15,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPainterPath, 
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 UNCERTAIN_COLOR = QColor("#d9822b")
+MIN_ROW_HEIGHT = 17
 
 
 def format_percent(p: float, precise: bool = False) -> str:
@@ -104,6 +107,23 @@ class ProbabilityChart(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(max(380, 14 * len(self._labels) + 40), 230)
 
+    def uses_rows(self) -> bool:
+        """True when the chart draws horizontal bars (one row per class)."""
+        n = len(self._labels)
+        return 0 < n <= 20 and (self.height() - 8) / n >= MIN_ROW_HEIGHT
+
+    def _row_geometry(self):
+        fm = QFontMetricsF(self.font())
+        bold = QFont(self.font())
+        bold.setBold(True)
+        fmb = QFontMetricsF(bold)
+        label_w = max([fmb.horizontalAdvance(x) for x in self._labels] + [fmb.horizontalAdvance("0")]) + 12
+        pct_w = fmb.horizontalAdvance("100.0%") + 10
+        row_h = min(34.0, (self.height() - 8) / max(1, len(self._labels)))
+        top = (self.height() - row_h * len(self._labels)) / 2
+        track = QRectF(label_w, 0, max(10.0, self.width() - label_w - pct_w), min(row_h * 0.62, 16.0))
+        return fm, bold, label_w, pct_w, row_h, top, track
+
     def _plot_rect(self) -> QRectF:
         fm = QFontMetricsF(self.font())
         left = fm.horizontalAdvance("100%") + 10
@@ -122,6 +142,10 @@ class ProbabilityChart(QWidget):
         return QRectF(plot.left() + i * slot + (slot - bw) / 2, plot.top(), bw, plot.height())
 
     def index_at(self, pos: QPointF) -> int:
+        if self.uses_rows():
+            _, _, _, _, row_h, top, _ = self._row_geometry()
+            i = int((pos.y() - top) // row_h)
+            return i if 0 <= i < len(self._labels) else -1
         plot = self._plot_rect()
         if not self._labels or pos.x() < plot.left() or pos.x() >= plot.right():
             return -1
@@ -129,6 +153,57 @@ class ProbabilityChart(QWidget):
 
     # ------------------------------------------------------------------ painting
     def paintEvent(self, ev) -> None:
+        if self.uses_rows():
+            self._paint_rows()
+        else:
+            self._paint_columns()
+
+    def _colors(self):
+        pal = self.palette()
+        accent = pal.color(QPalette.ColorRole.Highlight)
+        faint = pal.color(QPalette.ColorRole.PlaceholderText)
+        hi = UNCERTAIN_COLOR if self._uncertain else accent
+        muted = QColor(accent if not self._uncertain else faint)
+        muted.setAlphaF(0.38)
+        return pal.color(QPalette.ColorRole.WindowText), faint, hi, muted
+
+    def _paint_rows(self) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        text, faint, hi, muted = self._colors()
+        fm, bold, label_w, pct_w, row_h, top, track = self._row_geometry()
+        regular = QFont(self.font())
+        trough = QColor(faint)
+        trough.setAlphaF(0.16)
+        for i, label in enumerate(self._labels):
+            y = top + i * row_h
+            is_top = self._probs is not None and i == self._index
+            t = QRectF(track.left(), y + (row_h - track.height()) / 2, track.width(), track.height())
+            radius = t.height() / 2
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(trough)
+            p.drawRoundedRect(t, radius, radius)
+            prob = None if self._probs is None else max(0.0, min(1.0, self._probs[i]))
+            if prob is not None and prob * t.width() >= 1.5:
+                p.setBrush(hi if is_top else muted)
+                fill = QRectF(t.left(), t.top(), prob * t.width(), t.height())
+                r = min(radius, fill.width() / 2)
+                p.drawRoundedRect(fill, r, r)
+            p.setFont(bold if is_top else regular)
+            p.setPen(hi if is_top else text)
+            p.drawText(QRectF(0, y, label_w - 10, row_h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                       label)
+            if prob is None:
+                value, color = "–", faint
+            else:
+                value = format_percent(prob, precise=True)
+                color = hi if is_top else (text if prob >= 0.0005 else faint)
+            p.setPen(color)
+            p.drawText(QRectF(t.right(), y, pct_w, row_h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                       value)
+        p.end()
+
+    def _paint_columns(self) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         pal = self.palette()

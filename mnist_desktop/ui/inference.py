@@ -153,11 +153,11 @@ class InferenceWorker(QObject):
             return
         import multiprocessing
 
-        from mnist_desktop.ui.inference_process import serve
+        from mnist_desktop.ui.inference_process import main
 
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe()
-        process = ctx.Process(target=serve, args=(child_conn,), name="mnist-desktop-inference",
+        process = ctx.Process(target=main, args=(child_conn,), name="mnist-desktop-inference",
                               daemon=True)
         process.start()
         # Only the child may hold its end, so the reader sees EOF when the child exits.

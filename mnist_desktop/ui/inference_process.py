@@ -32,6 +32,18 @@ import traceback
 THUMBNAIL_SIDE = 1024
 
 
+def main(conn) -> None:
+    """Process entry point: :func:`serve`, then exit at once.
+
+    Skipping the interpreter's normal shutdown saves about a second with torch loaded;
+    nothing here needs flushing.
+    """
+    import os
+
+    serve(conn)
+    os._exit(0)
+
+
 def serve(conn) -> None:
     """Answer requests on ``conn`` until ``("stop",)`` or the GUI goes away.
 

@@ -39,12 +39,16 @@ class LivePrediction(QObject):
         An :class:`ImageSource` got its display image or its error.
     message(str, str)
         ``(level, text)`` for the user: ``info``, ``warning`` or ``error``.
+    settled(object)
+        The answer for the latest input arrived (a ``Prediction`` or None): nothing newer
+        is outstanding, so what is shown matches what is on the canvas.
     """
 
     predictionChanged = Signal(object)
     stateChanged = Signal(str, str)
     imageUpdated = Signal(object)
     message = Signal(str, str)
+    settled = Signal(object)
 
     def __init__(self, worker: InferenceWorker, parent: QObject | None = None):
         super().__init__(parent)
@@ -56,6 +60,7 @@ class LivePrediction(QObject):
         self._shown_id = 0
         self._prediction = None
         self._state = "blank"
+        self._detail = ""
         self.shown_input_time: float | None = None  # input time of the prediction on screen
         self._connections = [
             (worker.resultReady, self._on_result),
@@ -145,6 +150,13 @@ class LivePrediction(QObject):
             self._show(None, "empty", detail)
         else:
             self._show(None, "error", result.message)
+        if not self._requests:
+            self.settled.emit(self._prediction)
+
+    @property
+    def is_settled(self) -> bool:
+        """True when no request for the current input is outstanding."""
+        return not self._requests
 
     def _update_image(self, source: ImageSource, result: InferenceResult) -> None:
         changed = False
@@ -182,5 +194,7 @@ class LivePrediction(QObject):
         self._set_state(state, detail)
 
     def _set_state(self, state: str, detail: str = "") -> None:
-        self._state = state
+        if (state, detail) == (self._state, self._detail):
+            return
+        self._state, self._detail = state, detail
         self.stateChanged.emit(state, detail)

@@ -203,7 +203,7 @@ class MainWindow(QMainWindow):
                                       ["Ctrl+B"], self.open_batch)
         self.act_model_file = self._action("model_file", "Choose &Model File…",
                                            "Load any model checkpoint file", ["Ctrl+M"], self.browse_model)
-        self.act_quit = self._action("quit", "&Quit", "Quit the app", [K.Quit], self.close)
+        self.act_quit = self._action("quit", "&Quit", "Quit the app", ["Ctrl+Q"], self.close)
 
         # Qt's own undo/redo actions track the stack's texts ("Undo Draw stroke") and
         # enabled state, and disconnect safely when the window is destroyed.
@@ -701,9 +701,8 @@ class MainWindow(QMainWindow):
     def open_batch(self) -> None:
         """Open engineer C's batch classification window (imported on first use).
 
-        LEAD: ``mnist_desktop.ui.batch`` is expected to expose ``BatchWindow`` (or
-        ``BatchPanel``) taking ``model_path`` and ``device`` keywords; adjust here if its
-        final API differs.
+        LEAD: wired to ``mnist_desktop.ui.batch.BatchWindow(model=<path>, device=...)``
+        (engineer C's API); it receives the main window's current model file and device.
         """
         try:
             batch = importlib.import_module("mnist_desktop.ui.batch")
@@ -712,12 +711,12 @@ class MainWindow(QMainWindow):
                 self._show_message("info", "Batch classification is not available in this build.")
                 return
             raise
-        factory = getattr(batch, "BatchWindow", None) or getattr(batch, "BatchPanel", None)
+        factory = getattr(batch, "BatchWindow", None)
         if factory is None:
             self._show_message("error", "Batch classification is not available in this build.")
             return
         if self._batch_window is None or not self._batch_window.isVisible():
-            self._batch_window = factory(model_path=self.model_path(), device=self.settings.device)
+            self._batch_window = factory(model=self.model_path(), device=self.settings.device)
         self._batch_window.show()
         self._batch_window.raise_()
         self._batch_window.activateWindow()

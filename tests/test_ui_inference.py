@@ -1,0 +1,135 @@
+"""The inference worker: mailbox, stale results, device fallback, crashes, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from mnist_desktop.bench import scribble_drawing
+from mnist_desktop.core.paths import default_model_path
+from mnist_desktop.ui.inference import InferenceWorker
+from test_ui_helpers import DIGITS, LOAD_TIMEOUT_MS, RESULT_TIMEOUT_MS, draw_digit
+
+from test_ui_helpers import make_window, settings_store, shared_worker, user_data  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def fresh_worker(qapp):
+    worker = InferenceWorker()
+    yield worker
+    worker.stop()
+
+
+def test_newer_request_replaces_the_queued_one(shared_worker, qtbot):
+    dropped, answered = [], []
+    shared_worker.requestDropped.connect(dropped.append)
+    shared_worker.resultReady.connect(lambda r: answered.append(r.request_id))
+    try:
+        first = shared_worker.submit("drawing", scribble_drawing(0))  # goes in flight at once
+        second = shared_worker.submit("drawing", scribble_drawing(1))  # queued...
+        with qtbot.waitSignal(shared_worker.resultReady, timeout=RESULT_TIMEOUT_MS,
+                              check_params_cb=lambda r: r.request_id == third):
+            third = shared_worker.submit("drawing", scribble_drawing(2))  # ...and replaced
+        assert dropped == [second]
+        assert answered == [first, third]
+    finally:
+        shared_worker.requestDropped.disconnect(dropped.append)
+
+
+def test_requests_wait_for_the_model_and_only_the_newest_runs(fresh_worker, qtbot):
+    dropped, answered = [], []
+    fresh_worker.requestDropped.connect(dropped.append)
+    fresh_worker.resultReady.connect(answered.append)
+    fresh_worker.start()
+    fresh_worker.load_model(str(default_model_path()), "cpu")
+    ids = [fresh_worker.submit("drawing", scribble_drawing(i)) for i in range(3)]
+    assert not fresh_worker.is_ready and dropped == ids[:2]
+    with qtbot.waitSignal(fresh_worker.resultReady, timeout=LOAD_TIMEOUT_MS):
+        pass
+    assert [r.request_id for r in answered] == [ids[2]]
+    assert answered[0].status == "ok" and answered[0].prediction.label == "6"
+
+
+def test_stale_result_is_dropped_after_cancel(shared_worker, qtbot):
+    seen = []
+    shared_worker.resultReady.connect(seen.append)
+    try:
+        with qtbot.waitSignal(shared_worker.requestDropped, timeout=RESULT_TIMEOUT_MS) as blocker:
+            rid = shared_worker.submit("drawing", scribble_drawing(3))
+            shared_worker.cancel_pending()  # e.g. the canvas was cleared meanwhile
+        assert blocker.args == [rid]
+        assert all(r.request_id != rid for r in seen)
+    finally:
+        shared_worker.resultReady.disconnect(seen.append)
+
+
+def test_unreadable_file_is_an_error_result(shared_worker, qtbot, tmp_path):
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    with qtbot.waitSignal(shared_worker.resultReady, timeout=RESULT_TIMEOUT_MS) as blocker:
+        shared_worker.submit("file", str(bad))
+    r = blocker.args[0]
+    assert r.status == "error" and r.prediction is None and "\n" not in r.message and r.message
+
+
+def test_device_fallback_to_cpu_with_message(make_window, qtbot, monkeypatch, settings_store):
+    # No usable GPU in the inference process, whatever this machine has.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    w = make_window()  # owns a fresh worker that inherits the environment
+    with qtbot.waitSignal(w.worker.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        pass
+    with qtbot.waitSignal(w.banner.messageShown, timeout=LOAD_TIMEOUT_MS) as blocker:
+        w.device_combo.setCurrentIndex(w.device_combo.findData("cuda"))
+        w.device_combo.activated.emit(w.device_combo.currentIndex())
+    level, text = blocker.args
+    assert level == "warning" and "CPU" in text
+    assert w.worker.model_info.device == "cpu" and w.worker.model_info.requested_device == "cuda"
+    assert "CPU" in w.model_status.text()
+    assert settings_store.load().settings.device == "cuda"  # the choice is remembered
+    with qtbot.waitSignal(w.live.settled, timeout=RESULT_TIMEOUT_MS) as blocker:
+        draw_digit(w.canvas, "7")
+    assert blocker.args[0].label == "7"  # and predictions carry on, on the CPU
+
+
+def test_closing_joins_the_inference_process(make_window, qtbot):
+    w = make_window()
+    with qtbot.waitSignal(w.worker.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        pass
+    pid = w.worker._process.pid
+    reader = w.worker._reader
+    w.close()
+    assert not w.worker.is_running
+    assert reader.isFinished()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_crashed_process_is_restarted(make_window, qtbot):
+    w = make_window()
+    with qtbot.waitSignal(w.worker.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        pass
+    with qtbot.waitSignal(w.worker.processRestarted, timeout=RESULT_TIMEOUT_MS) as blocker:
+        os.kill(w.worker._process.pid, signal.SIGKILL)
+    assert "restarted" in blocker.args[0]
+    assert w.banner.isVisible()
+    with qtbot.waitSignal(w.worker.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        pass
+    with qtbot.waitSignal(w.live.settled, timeout=RESULT_TIMEOUT_MS) as blocker:
+        draw_digit(w.canvas, "1")
+    assert blocker.args[0].label == "1"
+
+
+def test_saved_model_that_fails_falls_back_to_the_bundled_one(make_window, qtbot, settings_store, tmp_path):
+    from mnist_desktop.ui.settings import AppSettings
+    bad = tmp_path / "gone.safetensors"
+    settings_store.save(AppSettings(model_path=str(bad)))
+    w = make_window(start=False)
+    with qtbot.waitSignal(w.worker.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        w.start()
+    assert "gone.safetensors" in w.banner.text and "bundled" in w.banner.text
+    assert w.settings.model_path == ""
+    assert w.worker.model_info.path == str(default_model_path())

@@ -204,11 +204,13 @@ class _Clock:
         return t
 
     def eta(self, steps_left: int, epochs_left: int) -> float | None:
+        """Seconds left: remaining steps at this session's step time, plus remaining epoch
+        ends (validation, checkpoints, state) at their measured average cost."""
         if not self.train_steps:
             return None
         per_step = self.train_time / self.train_steps
-        per_val = self.val_time / self.val_count if self.val_count else 0.0
-        return steps_left * per_step + epochs_left * per_val
+        per_epoch_end = self.val_time / self.val_count if self.val_count else 0.0
+        return steps_left * per_step + epochs_left * per_epoch_end
 
 
 def _make_optimizer(cfg: TrainConfig, params):
@@ -484,10 +486,10 @@ class _Loop:
         save_model(self.last_path, self.model, meta)
         if is_best:
             save_model(self.best_path, self.model, meta)
-        clock.add_validation(time.monotonic() - t_val)
         record["time_s"] = round(clock.epoch_time(), 3)
         prog.history.append(record)
         self.save_state()
+        clock.add_validation(time.monotonic() - t_val)
         return EpochEnd(epoch=prog.epoch, epochs=cfg.epochs, step=prog.global_step, total_steps=self.total_steps,
                         train_loss=train_loss, train_accuracy=record["train_accuracy"], val_loss=record["val_loss"],
                         val_accuracy=record["val_accuracy"], lr=self.optimizer.param_groups[0]["lr"],

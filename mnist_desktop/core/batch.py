@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import collections
 import csv
+import errno
 import itertools
 import json
 import math
 import multiprocessing
 import os
+import stat
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -147,6 +149,19 @@ def collect_files(paths: Iterable[str | bytes | os.PathLike], recursive: bool = 
 
 def decode_one(path: str, options: PreprocessOptions) -> tuple[np.ndarray | None, str | None]:
     """Load and preprocess one file. Returns ``(image28, None)`` or ``(None, reason)``."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None, "symlink loop"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return None, "permission denied"
+        if e.errno == errno.ENOENT:
+            return None, "file not found" if not os.path.islink(path) else "broken symlink"
+        return None, f"cannot read file ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device named *.png would block or stream forever in open().
+        return None, "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
     try:
         return preprocess(load_image(path), options), None
     except (ImageReadError, EmptyInputError) as e:
@@ -633,6 +648,20 @@ class ResultStore:
 
     def path(self, i: int) -> str:
         return self._paths[i]
+
+    def set_path(self, i: int, path: str) -> None:
+        """Record that row ``i``'s file now lives at ``path`` (after a move)."""
+        self._paths[i] = path
+
+    def relocate(self, moved: dict[str, str]) -> int:
+        """Apply ``{old path: new path}`` to every row; returns how many changed."""
+        n = 0
+        for i, p in enumerate(self._paths):
+            new = moved.get(p)
+            if new is not None:
+                self._paths[i] = new
+                n += 1
+        return n
 
     def error(self, i: int) -> str | None:
         return self._errors.get(i)

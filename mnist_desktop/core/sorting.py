@@ -47,9 +47,10 @@ class SortProgress:
 
     done: int
     total: int
-    moved: int = 0
+    moved: int = 0                  # files copied or moved
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     log_path: Path | None = None
+    placed: dict[str, str] = field(default_factory=dict)  # src -> dst, for "move" only
 
 
 @dataclass
@@ -59,6 +60,7 @@ class UndoReport:
     restored: int = 0               # files moved back or copies removed
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), left alone
     removed_folders: int = 0
+    returned: dict[str, str] = field(default_factory=dict)  # dst -> src of files moved back
 
 
 def folder_name_for(label: str) -> str:
@@ -207,6 +209,8 @@ def sort_into_folders(items: Iterable[tuple[str, str]], dest: str | os.PathLike,
                     entry.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
                 record(entry)
                 progress.moved += 1
+                if mode == "move":
+                    progress.placed[src] = str(dst)
             progress.done += 1
             if progress.done % 100 == 0:
                 yield progress
@@ -275,6 +279,7 @@ def undo_sort(log_path: str | os.PathLike) -> UndoReport:
                 Path(src).parent.mkdir(parents=True, exist_ok=True)
                 _move_exclusive(dst, Path(src))
                 report.restored += 1
+                report.returned[dst] = src
             elif kind == "copy":
                 dst = op["dst"]
                 try:

@@ -1,0 +1,30 @@
+"""``python -m mnist_desktop.ui.batch [--model FILE] [PATH...]``: the batch window alone."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mnist_desktop.ui.batch")
+    p.add_argument("paths", nargs="*", help="files or folders to classify at once")
+    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = p.parse_args(argv)
+    from PySide6.QtWidgets import QApplication
+
+    from mnist_desktop.ui.batch import BatchWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    win = BatchWindow(args.model, args.device)
+    win.show()
+    if args.paths:
+        win.classify(args.paths)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    multiprocessing.freeze_support()
+    raise SystemExit(main())

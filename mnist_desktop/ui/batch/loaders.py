@@ -1,0 +1,153 @@
+"""Background loading of thumbnails and of the model's 28x28 input for one file.
+
+Both run on a small QThreadPool and come back through signals; the GUI thread only turns
+finished QImages into pixmaps. Files are read through Python (``open`` works for every
+name, including bytes that are not valid UTF-8, which a QString cannot hold).
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QRunnable, QSize, Qt, QThreadPool, Signal, Slot
+from PySide6.QtGui import QColor, QIcon, QImage, QImageReader, QPainter, QPixmap
+
+THUMB = 64
+MAX_THUMB_FILE_BYTES = 32 * 1024 * 1024
+
+
+def read_thumbnail(path: str, size: int = THUMB) -> QImage:
+    """A QImage of at most ``size`` x ``size`` for ``path``; null on any failure.
+
+    Decoding uses Qt's own allocation limit (256 MB by default), so a decompression
+    bomb is refused here as well.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_THUMB_FILE_BYTES + 1)
+    except OSError:
+        return QImage()
+    if not data or len(data) > MAX_THUMB_FILE_BYTES:
+        return QImage()
+    buf = QBuffer()
+    buf.setData(QByteArray(data))
+    buf.open(QIODevice.ReadOnly)
+    reader = QImageReader(buf)
+    reader.setAutoTransform(True)
+    full = reader.size()
+    if full.isValid() and (full.width() > size or full.height() > size):
+        reader.setScaledSize(full.scaled(size, size, Qt.KeepAspectRatio))
+    img = reader.read()
+    return img if not img.isNull() else QImage()
+
+
+def array_to_qimage(image28: np.ndarray) -> QImage:
+    """A float [0, 1] image (ink = 1) as an 8-bit grayscale QImage, white ink on black
+    as the model sees it."""
+    a = np.ascontiguousarray(np.clip(image28 * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    h, w = a.shape
+    return QImage(a.data, w, h, w, QImage.Format_Grayscale8).copy()
+
+
+class _Signals(QObject):
+    thumbnail = Signal(int, int, QImage)          # generation, store row, image
+    preview = Signal(int, int, object, str)       # generation, store row, array or None, error
+
+
+class _ThumbJob(QRunnable):
+    def __init__(self, signals, gen, row, path):
+        super().__init__()
+        self.signals, self.gen, self.row, self.path = signals, gen, row, path
+
+    def run(self):
+        self.signals.thumbnail.emit(self.gen, self.row, read_thumbnail(self.path))
+
+
+class _PreviewJob(QRunnable):
+    def __init__(self, signals, gen, row, path, options):
+        super().__init__()
+        self.signals, self.gen, self.row, self.path, self.options = signals, gen, row, path, options
+
+    def run(self):
+        from mnist_desktop.core.batch import decode_one
+
+        img, err = decode_one(self.path, self.options)
+        self.signals.preview.emit(self.gen, self.row, img, err or "")
+
+
+class ImageLoader(QObject):
+    """Lazy thumbnails (an LRU of icons) and on-demand previews of the model input.
+
+    :meth:`icon` returns a placeholder at once and queues the load; when it finishes,
+    :attr:`thumbnailReady` names the store row so the model can refresh it. Bumping
+    :meth:`reset` discards everything in flight (a new run).
+    """
+
+    thumbnailReady = Signal(int)                 # store row
+    previewReady = Signal(int, object, str)      # store row, 28x28 array or None, error
+
+    def __init__(self, parent=None, capacity: int = 3000, threads: int = 2):
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(threads)
+        self._signals = _Signals()
+        self._signals.thumbnail.connect(self._on_thumbnail)
+        self._signals.preview.connect(self._on_preview)
+        self._cache: collections.OrderedDict[int, QIcon] = collections.OrderedDict()
+        self._pending: set[int] = set()
+        self._capacity = capacity
+        self._gen = 0
+        self._placeholder = self._make_placeholder(QColor("#d0d0d0"))
+        self._broken = self._make_placeholder(QColor("#e8a0a0"))
+
+    @staticmethod
+    def _make_placeholder(color: QColor) -> QIcon:
+        pm = QPixmap(THUMB, THUMB)
+        pm.fill(Qt.transparent)
+        p = QPainter(pm)
+        p.fillRect(8, 8, THUMB - 16, THUMB - 16, color)
+        p.end()
+        return QIcon(pm)
+
+    def reset(self) -> None:
+        self._gen += 1
+        self._pool.clear()
+        self._cache.clear()
+        self._pending.clear()
+
+    def icon(self, row: int, path: str) -> QIcon:
+        icon = self._cache.get(row)
+        if icon is not None:
+            self._cache.move_to_end(row)
+            return icon
+        if row not in self._pending:
+            self._pending.add(row)
+            self._pool.start(_ThumbJob(self._signals, self._gen, row, path))
+        return self._placeholder
+
+    def request_preview(self, row: int, path: str, options) -> None:
+        self._pool.start(_PreviewJob(self._signals, self._gen, row, path, options), priority=1)
+
+    @Slot(int, int, QImage)
+    def _on_thumbnail(self, gen: int, row: int, image: QImage) -> None:
+        if gen != self._gen:
+            return
+        self._pending.discard(row)
+        self._cache[row] = QIcon(QPixmap.fromImage(image)) if not image.isNull() else self._broken
+        while len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+        self.thumbnailReady.emit(row)
+
+    @Slot(int, int, object, str)
+    def _on_preview(self, gen: int, row: int, image, error: str) -> None:
+        if gen == self._gen:
+            self.previewReady.emit(row, image, error)
+
+    def shutdown(self) -> None:
+        self._gen += 1
+        self._pool.clear()
+        self._pool.waitForDone()
+
+    def wait_idle(self, ms: int = -1) -> bool:
+        return self._pool.waitForDone(ms)

@@ -1,0 +1,255 @@
+"""Qt item models over a :class:`~mnist_desktop.core.batch.ResultStore`.
+
+The table and the thumbnail grid share one :class:`ResultFilterProxy` over one
+:class:`BatchResultModel`. Sorting 200,000 rows through ``QSortFilterProxyModel.lessThan``
+would call Python millions of times, so the source model sorts itself with numpy (it
+keeps a row order) and the proxy only filters, with predicates that read the store's
+numpy columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+
+from mnist_desktop.core.batch import ResultStore, display_path
+
+StoreRole = Qt.UserRole + 1     # the row's index in the ResultStore
+
+
+class Column:
+    FILE, PREDICTION, CONFIDENCE, UNCERTAIN, TRUE, CORRECTED, ERROR = range(7)
+    TITLES = ["File", "Prediction", "Confidence", "Uncertain", "Folder label", "Corrected", "Error"]
+
+
+class BatchResultModel(QAbstractTableModel):
+    """Rows of a :class:`ResultStore`, in input order or sorted by a column.
+
+    The ``Corrected`` column is editable (a label, or empty to clear); corrections are
+    stored in the ResultStore, where export and sorting into folders read them.
+    """
+
+    correctionChanged = Signal(int)   # store row
+
+    def __init__(self, thumbnails=None, parent=None):
+        super().__init__(parent)
+        self.store: ResultStore | None = None
+        self._order: np.ndarray | None = None    # view row -> store row, when sorted
+        self._sort: tuple[int, Qt.SortOrder] | None = None
+        self.thumbnails = thumbnails
+
+    # ------------------------------------------------------------------ content
+    def reset(self, store: ResultStore | None) -> None:
+        self.beginResetModel()
+        self.store = store
+        self._order = None
+        self._sort = None
+        self.endResetModel()
+
+    def append_rows(self, new_rows: range) -> None:
+        """Announce rows the store just gained (appended at the end, even when sorted;
+        :meth:`resort` puts them in place)."""
+        if not len(new_rows):
+            return
+        first = self.rowCount()
+        self.beginInsertRows(QModelIndex(), first, first + len(new_rows) - 1)
+        if self._order is not None:
+            self._order = np.concatenate([self._order, np.arange(new_rows.start, new_rows.stop)])
+        self.endInsertRows()
+
+    def store_row(self, row: int) -> int:
+        return int(self._order[row]) if self._order is not None else row
+
+    def view_row(self, store_row: int) -> int:
+        if self._order is None:
+            return store_row
+        hits = np.flatnonzero(self._order == store_row)
+        return int(hits[0]) if len(hits) else -1
+
+    def refresh_row(self, store_row: int) -> None:
+        r = self.view_row(store_row)
+        if r >= 0:
+            self.dataChanged.emit(self.index(r, 0), self.index(r, self.columnCount() - 1))
+
+    # ------------------------------------------------------------------ Qt API
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() or self.store is None else len(self.store)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(Column.TITLES)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if orientation == Qt.Horizontal and role == Qt.DisplayRole:
+            return Column.TITLES[section]
+        return None
+
+    def flags(self, index):
+        f = super().flags(index)
+        if index.isValid() and index.column() == Column.CORRECTED and self.store.ok(self.store_row(index.row())):
+            f |= Qt.ItemIsEditable
+        return f
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid() or self.store is None:
+            return None
+        s = self.store
+        i = self.store_row(index.row())
+        col = index.column()
+        if role == StoreRole:
+            return i
+        if role == Qt.DisplayRole:
+            return self._display(i, col)
+        if role == Qt.EditRole and col == Column.CORRECTED:
+            return s.corrected_label(i) or ""
+        if role == Qt.DecorationRole and col == Column.FILE and self.thumbnails is not None:
+            return self.thumbnails.icon(i, s.path(i))
+        if role == Qt.ToolTipRole:
+            tip = display_path(s.path(i))
+            return tip + ("\n" + s.error(i) if not s.ok(i) else "")
+        if role == Qt.ForegroundRole and not s.ok(i):
+            return QBrush(QColor("#b00020"))
+        if role == Qt.BackgroundRole and s.ok(i) and s.uncertain[i]:
+            return QBrush(QColor(255, 200, 0, 60))
+        if role == Qt.TextAlignmentRole and col == Column.CONFIDENCE:
+            return int(Qt.AlignRight | Qt.AlignVCenter)
+        return None
+
+    def _display(self, i: int, col: int):
+        s = self.store
+        if col == Column.FILE:
+            return display_path(s.path(i))
+        if not s.ok(i):
+            return s.error(i) if col == Column.ERROR else ""
+        if col == Column.PREDICTION:
+            return s.prediction(i)
+        if col == Column.CONFIDENCE:
+            return f"{100 * float(s.confidence[i]):.1f}%"
+        if col == Column.UNCERTAIN:
+            return "yes" if s.uncertain[i] else ""
+        if col == Column.TRUE:
+            return s.true_label(i) or ""
+        if col == Column.CORRECTED:
+            return s.corrected_label(i) or ""
+        return ""
+
+    def _keys(self, col: int) -> np.ndarray:
+        """One sortable numpy key per store row for ``col`` (errors sort last)."""
+        s = self.store
+        n = len(s)
+        if col == Column.CONFIDENCE:
+            return np.nan_to_num(s.column("confidence").astype(np.float64), nan=-1.0)
+        if col == Column.PREDICTION:
+            return s.column("predicted").astype(np.float64) + np.where(
+                s.column("predicted") < 0, 1e9, 0)
+        if col == Column.UNCERTAIN:
+            return s.column("uncertain").astype(np.float64)
+        if col == Column.TRUE:
+            return s.column("true_index").astype(np.float64)
+        if col == Column.CORRECTED:
+            return s.column("corrected").astype(np.float64)
+        if col == Column.ERROR:
+            return np.array([0.0 if s.ok(i) else 1.0 for i in range(n)])
+        # File: input order is path order within each folder
+        return np.arange(n, dtype=np.float64)
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.AscendingOrder) -> None:
+        """Sort with numpy (stable, so ties keep the input order)."""
+        if self.store is None:
+            return
+        self.layoutAboutToBeChanged.emit()
+        old = [(p, self.store_row(p.row())) for p in self.persistentIndexList()]
+        keys = self._keys(column)
+        if order == Qt.DescendingOrder:
+            keys = -keys
+        self._order = np.argsort(keys, kind="stable") if column >= 0 else None
+        self._sort = (column, order) if column >= 0 else None
+        if old:
+            pos = np.empty(len(self.store), np.int64)
+            pos[self._order if self._order is not None else np.arange(len(self.store))] = \
+                np.arange(len(self.store))
+            for p, srow in old:
+                self.changePersistentIndex(p, self.index(int(pos[srow]), p.column()))
+        self.layoutChanged.emit()
+
+    def resort(self) -> None:
+        """Apply the current sort to rows appended since it was set."""
+        if self._sort is not None:
+            self.sort(*self._sort)
+
+    def setData(self, index, value, role=Qt.EditRole):
+        if not index.isValid() or index.column() != Column.CORRECTED or role != Qt.EditRole:
+            return False
+        i = self.store_row(index.row())
+        return self.set_correction(i, str(value).strip() or None)
+
+    def set_correction(self, store_row: int, label: str | None) -> bool:
+        """Set or clear (None) the hand-corrected label of a store row."""
+        if self.store is None or not self.store.ok(store_row):
+            return False
+        if label is not None and label not in self.store.labels:
+            return False
+        self.store.set_corrected(store_row, label)
+        self.refresh_row(store_row)
+        self.correctionChanged.emit(store_row)
+        return True
+
+
+class Filter:
+    ALL, UNCERTAIN, ERRORS, CORRECTED, MISCLASSIFIED, CELL = ("all", "uncertain", "errors", "corrected",
+                                                              "misclassified", "cell")
+
+
+class ResultFilterProxy(QSortFilterProxyModel):
+    """Filters the result rows: all, the uncertain ones (review queue), errors,
+    corrected, misclassified (labelled inputs), or one confusion-matrix cell.
+
+    Sorting is forwarded to :class:`BatchResultModel` (numpy); the proxy keeps the
+    source order.
+    """
+
+    filterChanged = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.mode = Filter.ALL
+        self.cell: tuple[int, int] | None = None
+        self.setDynamicSortFilter(True)
+
+    def set_filter(self, mode: str, cell: tuple[int, int] | None = None) -> None:
+        self.mode = mode
+        self.cell = cell if mode == Filter.CELL else None
+        self.invalidateFilter()
+        self.filterChanged.emit()
+
+    def describe(self) -> str:
+        if self.mode == Filter.CELL and self.cell:
+            labels = self.sourceModel().store.labels
+            return f"folder {labels[self.cell[0]]}, predicted {labels[self.cell[1]]}"
+        return self.mode
+
+    def filterAcceptsRow(self, source_row, source_parent) -> bool:
+        if self.mode == Filter.ALL:
+            return True
+        src: BatchResultModel = self.sourceModel()
+        s = src.store
+        i = src.store_row(source_row)
+        if self.mode == Filter.ERRORS:
+            return not s.ok(i)
+        if not s.ok(i):
+            return False
+        if self.mode == Filter.UNCERTAIN:
+            return bool(s.uncertain[i])
+        if self.mode == Filter.CORRECTED:
+            return s.corrected[i] >= 0
+        if self.mode == Filter.MISCLASSIFIED:
+            return s.true_index[i] >= 0 and s.true_index[i] != s.predicted[i]
+        if self.mode == Filter.CELL and self.cell is not None:
+            return s.true_index[i] == self.cell[0] and s.predicted[i] == self.cell[1]
+        return True
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.AscendingOrder) -> None:
+        self.sourceModel().sort(column, order)
+
+    def store_row(self, proxy_index) -> int:
+        return self.sourceModel().store_row(self.mapToSource(proxy_index).row())

@@ -8,6 +8,8 @@ name, including bytes that are not valid UTF-8, which a QString cannot hold).
 from __future__ import annotations
 
 import collections
+import os
+import stat
 
 import numpy as np
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QRunnable, QSize, Qt, QThreadPool, Signal, Slot
@@ -24,6 +26,8 @@ def read_thumbnail(path: str, size: int = THUMB) -> QImage:
     bomb is refused here as well.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return QImage()  # a FIFO named *.png would block open() forever
         with open(path, "rb") as f:
             data = f.read(MAX_THUMB_FILE_BYTES + 1)
     except OSError:
@@ -39,7 +43,12 @@ def read_thumbnail(path: str, size: int = THUMB) -> QImage:
     if full.isValid() and (full.width() > size or full.height() > size):
         reader.setScaledSize(full.scaled(size, size, Qt.KeepAspectRatio))
     img = reader.read()
-    return img if not img.isNull() else QImage()
+    if img.isNull():
+        return QImage()
+    if img.width() < size and img.height() < size:
+        # MNIST-sized files: enlarge so the digit is legible in the grid
+        img = img.scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    return img
 
 
 def array_to_qimage(image28: np.ndarray) -> QImage:
@@ -115,6 +124,10 @@ class ImageLoader(QObject):
         self._pool.clear()
         self._cache.clear()
         self._pending.clear()
+
+    @property
+    def broken_icon(self) -> QIcon:
+        return self._broken
 
     def icon(self, row: int, path: str) -> QIcon:
         icon = self._cache.get(row)

@@ -37,6 +37,7 @@ class BatchResultModel(QAbstractTableModel):
         self.store: ResultStore | None = None
         self._order: np.ndarray | None = None    # view row -> store row, when sorted
         self._sort: tuple[int, Qt.SortOrder] | None = None
+        self._rows = 0      # rows announced to views (the store may already hold more)
         self.thumbnails = thumbnails
 
     # ------------------------------------------------------------------ content
@@ -45,6 +46,7 @@ class BatchResultModel(QAbstractTableModel):
         self.store = store
         self._order = None
         self._sort = None
+        self._rows = 0 if store is None else len(store)
         self.endResetModel()
 
     def append_rows(self, new_rows: range) -> None:
@@ -52,10 +54,11 @@ class BatchResultModel(QAbstractTableModel):
         :meth:`resort` puts them in place)."""
         if not len(new_rows):
             return
-        first = self.rowCount()
+        first = self._rows
         self.beginInsertRows(QModelIndex(), first, first + len(new_rows) - 1)
         if self._order is not None:
             self._order = np.concatenate([self._order, np.arange(new_rows.start, new_rows.stop)])
+        self._rows += len(new_rows)
         self.endInsertRows()
 
     def store_row(self, row: int) -> int:
@@ -74,7 +77,7 @@ class BatchResultModel(QAbstractTableModel):
 
     # ------------------------------------------------------------------ Qt API
     def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() or self.store is None else len(self.store)
+        return 0 if parent.isValid() or self.store is None else self._rows
 
     def columnCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(Column.TITLES)
@@ -103,7 +106,8 @@ class BatchResultModel(QAbstractTableModel):
         if role == Qt.EditRole and col == Column.CORRECTED:
             return s.corrected_label(i) or ""
         if role == Qt.DecorationRole and col == Column.FILE and self.thumbnails is not None:
-            return self.thumbnails.icon(i, s.path(i))
+            # no thumbnail for files that failed: they may be bombs, pipes or garbage
+            return self.thumbnails.icon(i, s.path(i)) if s.ok(i) else self.thumbnails.broken_icon
         if role == Qt.ToolTipRole:
             tip = display_path(s.path(i))
             return tip + ("\n" + s.error(i) if not s.ok(i) else "")
@@ -159,15 +163,14 @@ class BatchResultModel(QAbstractTableModel):
             return
         self.layoutAboutToBeChanged.emit()
         old = [(p, self.store_row(p.row())) for p in self.persistentIndexList()]
-        keys = self._keys(column)
+        keys = self._keys(column)[:self._rows]
         if order == Qt.DescendingOrder:
             keys = -keys
         self._order = np.argsort(keys, kind="stable") if column >= 0 else None
         self._sort = (column, order) if column >= 0 else None
         if old:
-            pos = np.empty(len(self.store), np.int64)
-            pos[self._order if self._order is not None else np.arange(len(self.store))] = \
-                np.arange(len(self.store))
+            pos = np.empty(self._rows, np.int64)
+            pos[self._order if self._order is not None else np.arange(self._rows)] = np.arange(self._rows)
             for p, srow in old:
                 self.changePersistentIndex(p, self.index(int(pos[srow]), p.column()))
         self.layoutChanged.emit()

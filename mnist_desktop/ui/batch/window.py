@@ -120,6 +120,7 @@ class DetailPanel(QWidget):
                 text += f"<br>corrected to: <b>{store.corrected_label(row)}</b>"
             for bar, p in zip(self._bar_widgets, store.probs[row]):
                 bar.setValue(int(round(1000 * float(p))))
+                bar.setFormat(f"{100 * float(p):.1f}%")
         else:
             text = f"<span style='color:#b00020'>{store.error(row)}</span>"
             for bar in self._bar_widgets:
@@ -165,11 +166,14 @@ class MetricsPanel(QWidget):
         self.confusion.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.confusion.setToolTip("Rows: folder label; columns: prediction. Click a cell to see its images.")
         self.confusion.cellClicked.connect(lambda r, c: self.cellClicked.emit(r, c))
-        for t in (self.per_class, self.confusion):
-            t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.per_class.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.Fixed)
+        self.confusion.horizontalHeader().setDefaultSectionSize(44)
+        self.confusion.verticalHeader().setSectionResizeMode(QHeaderView.Fixed)
+        self.confusion.verticalHeader().setDefaultSectionSize(30)
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
-        split = QSplitter(Qt.Vertical)
+        split = QSplitter(Qt.Horizontal)
         split.addWidget(self.per_class)
         box = QWidget()
         bl = QVBoxLayout(box)
@@ -177,6 +181,8 @@ class MetricsPanel(QWidget):
         bl.addWidget(QLabel("Confusion matrix (rows: folder label, columns: prediction) — click a cell"))
         bl.addWidget(self.confusion)
         split.addWidget(box)
+        split.setStretchFactor(1, 1)
+        split.setSizes([330, 600])
         lay.addWidget(split, 1)
         self.report: dict | None = None
 

@@ -84,8 +84,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             run.record(event)
             yield event
     except _Cancel:
-        event = Cancelled(run_dir=run.dir_str, resumable=run.has_state(),
-                          message="cancelled before training started")
+        resumable = run.has_state()
+        event = Cancelled(run_dir=run.dir_str, resumable=resumable,
+                          message=f"cancelled; continue with --resume {run.dir}" if resumable else "cancelled")
         run.record(event)
         yield event
     except TrainingError as e:

@@ -2,8 +2,8 @@
 
 Startup order matters for the 0.5 s goal: only Qt and the light UI modules are imported
 before the window is shown; the inference process (which imports torch) is started from
-the event loop once the window is up, and numpy/the core preprocessing are imported right
-after the first paint so the first stroke does not pay for them.
+the event loop once the window is up, and numpy/the core preprocessing are imported in a
+background thread meanwhile (:mod:`mnist_desktop.ui.warmup`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Callable
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
+
+from mnist_desktop.ui import warmup
 
 APP_NAME = "mnist-desktop"
 
@@ -27,11 +29,6 @@ def create_application(argv: list[str] | None = None) -> QApplication:
         QApplication.setApplicationDisplayName("MNIST Desktop")
         app = QApplication(sys.argv if argv is None else argv)
     return app
-
-
-def warm_up_imports() -> None:
-    """Import numpy and the core preprocessing (used for every stroke snapshot)."""
-    import mnist_desktop.core.preprocess  # noqa: F401
 
 
 def run_app(model: str | None = None, settings_path: str | None = None,
@@ -58,7 +55,9 @@ def run_app(model: str | None = None, settings_path: str | None = None,
     # From the event loop: the window paints first, then the worker starts and torch loads
     # in the inference process while the user can already draw.
     QTimer.singleShot(0, window.start)
-    QTimer.singleShot(0, warm_up_imports)
+    QTimer.singleShot(0, warmup.start)
     if on_window is not None:
         on_window(window)
-    return app.exec()
+    code = app.exec()
+    warmup.join()
+    return code

@@ -23,10 +23,11 @@ from PySide6.QtGui import (QColor, QImage, QPainter, QPainterPath, QPalette, QPe
                            QPointingDevice, QUndoCommand, QUndoStack)
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from mnist_desktop.ui import warmup
 from mnist_desktop.ui.images import ImageSource
 
 DOC_SIZE = 280.0          # document units across the sheet (as the core's default canvas)
-EMIT_INTERVAL_S = 0.008   # at most ~120 snapshots a second while drawing
+EMIT_INTERVAL_S = 0.004   # at most ~250 snapshots a second while drawing
 NEUTRAL_PRESSURE = 0.5    # what the core expects for a mouse
 
 
@@ -315,8 +316,9 @@ class DrawingCanvas(QWidget):
         self._undo.redo()
 
     # ------------------------------------------------------------------ state
-    def _push(self, after: CanvasState, text: str, already_applied: bool = False) -> None:
-        before = self._state
+    def _push(self, after: CanvasState, text: str, already_applied: bool = False,
+              before: CanvasState | None = None) -> None:
+        before = self._state if before is None else before
         self._undo.push(_SetState(self, before, after, text, already_applied))
 
     def _set_state(self, state: CanvasState, emit: bool = True) -> None:
@@ -452,8 +454,11 @@ class DrawingCanvas(QWidget):
             return
         stroke = CanvasStroke(tuple(g.points), g.width)
         after = CanvasState(self._state.strokes + (stroke,), None)
-        self._state = g.before
-        self._push(after, "Draw stroke", already_applied=False)
+        # The cache already holds the stroke, painted segment by segment: keep it rather
+        # than re-render every stroke (which took up to ~15 ms on a busy scribble).
+        self._push(after, "Draw stroke", already_applied=True, before=g.before)
+        self._state = after
+        self._emit_now()
 
     def _erase_to(self, doc: tuple[float, float]) -> None:
         g = self._gesture
@@ -475,6 +480,11 @@ class DrawingCanvas(QWidget):
             self._emit_timer.start(max(1, int(wait * 1000)))
 
     def _emit_now(self) -> None:
+        if not warmup.ready():
+            # numpy is still being imported in the background: try again shortly rather
+            # than freeze the GUI thread on the import lock.
+            self._emit_timer.start(5)
+            return
         self._last_emit = time.perf_counter()
         self.inputChanged.emit(self.current_input(), self._last_input_time or self._last_emit)
 

@@ -1,10 +1,16 @@
-"""The predicted-label display: the big answer, its confidence and the runners-up."""
+"""The predicted-label display: the big answer, its confidence and the runners-up.
+
+The text lines are small custom-painted widgets with constant size hints. A QLabel would
+do, but every ``setText`` re-runs the layouts up to the main window (Qt's layouts always
+propagate ``updateGeometry``), which repainted the whole window several times a second
+while drawing.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont, QPalette
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPalette
+from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from mnist_desktop.ui.chart import UNCERTAIN_COLOR, format_percent
 
@@ -19,46 +25,90 @@ STATE_TEXT = {
 }
 
 
+class TextLine(QWidget):
+    """One line of text, elided to the width; changing it only repaints the line.
+
+    Parameters
+    ----------
+    scale
+        Font size relative to the application font.
+    bold
+        Use a demi-bold weight.
+    """
+
+    def __init__(self, name: str, accessible: str, scale: float = 1.0, bold: bool = False,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName(name)
+        self.setAccessibleName(accessible)
+        f = QFont(self.font())
+        f.setPointSizeF(max(f.pointSizeF(), 9.0) * scale)
+        if bold:
+            f.setWeight(QFont.Weight.DemiBold)
+        self.setFont(f)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._text = ""
+        self._color: QColor | None = None
+        self._faint = False
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:
+        if text != self._text:
+            self._text = text
+            self.setAccessibleDescription(text)
+            self.setToolTip(text if len(text) > 40 else self.toolTip() if self._text_tip_fixed() else "")
+            self.update()
+
+    def _text_tip_fixed(self) -> bool:
+        return bool(self.property("fixedToolTip"))
+
+    def set_color(self, color: QColor | None, faint: bool = False) -> None:
+        """Tint the text (None: the theme's text colour; ``faint``: placeholder colour)."""
+        if (color, faint) != (self._color, self._faint):
+            self._color, self._faint = color, faint
+            self.update()
+
+    def sizeHint(self) -> QSize:
+        fm = QFontMetricsF(self.font())
+        return QSize(120, int(fm.height() * 1.15) + 1)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(20, self.sizeHint().height())
+
+    def paintEvent(self, ev) -> None:
+        p = QPainter(self)
+        pal = self.palette()
+        color = self._color or pal.color(QPalette.ColorRole.PlaceholderText if self._faint
+                                         else QPalette.ColorRole.WindowText)
+        p.setPen(color)
+        fm = QFontMetricsF(self.font())
+        text = fm.elidedText(self._text, Qt.TextElideMode.ElideRight, self.width())
+        p.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
+        p.end()
+
+
 class PredictionDisplay(QWidget):
-    """Big predicted label, "98.6 % confident" (or an uncertain notice) and the top
-    alternatives. Child labels have stable object names for tests and screen readers."""
+    """Big predicted label, "98.6% confident" (or an uncertain notice) and the top
+    alternatives. The lines have stable object names for tests and screen readers."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("predictionDisplay")
         self.setAccessibleName("Prediction")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.label = QLabel("–", self)
-        self.label.setObjectName("predictedLabel")
-        self.label.setAccessibleName("Predicted label")
+        self.label = TextLine("predictedLabel", "Predicted label", scale=4.2, bold=True)
         self.label.setToolTip("The class the model predicts")
-        self.label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        f = QFont(self.font())
-        f.setPointSizeF(max(f.pointSizeF(), 9.0) * 4.2)
-        f.setWeight(QFont.Weight.DemiBold)
-        self.label.setFont(f)
-        self.label.setMinimumHeight(int(f.pointSizeF() * 1.6))
-        self.confidence = QLabel(self)
-        self.confidence.setObjectName("predictionConfidence")
-        self.confidence.setAccessibleName("Confidence")
-        cf = QFont(self.font())
-        cf.setPointSizeF(max(cf.pointSizeF(), 9.0) * 1.25)
-        self.confidence.setFont(cf)
-        self.status = QLabel(self)
-        self.status.setObjectName("predictionStatus")
-        self.status.setAccessibleName("Prediction status")
-        self.status.setWordWrap(True)
-        self.alternatives = QLabel(self)
-        self.alternatives.setObjectName("predictionAlternatives")
-        self.alternatives.setAccessibleName("Runner-up classes")
+        self.label.setProperty("fixedToolTip", True)
+        self.confidence = TextLine("predictionConfidence", "Confidence", scale=1.25)
+        self.status = TextLine("predictionStatus", "Prediction status")
+        self.alternatives = TextLine("predictionAlternatives", "Runner-up classes")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
-        lay.addWidget(self.label)
-        lay.addWidget(self.confidence)
-        lay.addWidget(self.status)
-        lay.addWidget(self.alternatives)
+        for line in (self.label, self.confidence, self.status, self.alternatives):
+            lay.addWidget(line)
         self._prediction = None
         self.set_state("blank")
 
@@ -73,17 +123,18 @@ class PredictionDisplay(QWidget):
             return
         self.label.setText(prediction.label)
         self.confidence.setText(f"{format_percent(prediction.confidence, True)} confident")
+        self.confidence.set_color(None)
         if prediction.uncertain:
             self.status.setText("Uncertain — this may not be a digit")
-            self._color(self.status, UNCERTAIN_COLOR)
-            self._color(self.label, UNCERTAIN_COLOR)
+            self.status.set_color(UNCERTAIN_COLOR)
+            self.label.set_color(UNCERTAIN_COLOR)
         else:
             self.status.setText("")
-            self._color(self.status, None)
-            self._color(self.label, None)
+            self.label.set_color(None)
         top = prediction.top_k(3)[1:]
         self.alternatives.setText("Also: " + ", ".join(f"{lab} {format_percent(p, True)}" for lab, p in top)
                                   if top else "")
+        self.alternatives.set_color(None, faint=True)
         self.setAccessibleDescription(
             f"Predicted {prediction.label}, {format_percent(prediction.confidence, True)}"
             + (", uncertain" if prediction.uncertain else ""))
@@ -94,21 +145,10 @@ class PredictionDisplay(QWidget):
             return
         self._prediction = None
         self.label.setText("–")
-        self._color(self.label, None)
+        self.label.set_color(None, faint=True)
         self.confidence.setText(STATE_TEXT.get(state, state))
+        self.confidence.set_color(None, faint=True)
         self.status.setText(detail)
-        self._color(self.status, None)
+        self.status.set_color(None, faint=True)
         self.alternatives.setText("")
         self.setAccessibleDescription(STATE_TEXT.get(state, state))
-
-    @staticmethod
-    def _color(widget: QLabel, color) -> None:
-        """Tint a label (None: inherit). Skipped when unchanged: every stroke updates this."""
-        key = None if color is None else color.rgba()
-        if getattr(widget, "_tint", "unset") == key:
-            return
-        widget._tint = key
-        pal = QPalette()  # resolves nothing itself: inherits the theme
-        if color is not None:
-            pal.setColor(QPalette.ColorRole.WindowText, color)
-        widget.setPalette(pal)

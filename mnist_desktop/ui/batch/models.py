@@ -220,10 +220,16 @@ class ResultFilterProxy(QSortFilterProxyModel):
         self.setDynamicSortFilter(True)
 
     def set_filter(self, mode: str, cell: tuple[int, int] | None = None) -> None:
+        self.beginFilterChange()
         self.mode = mode
         self.cell = cell if mode == Filter.CELL else None
-        self.invalidateFilter()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         self.filterChanged.emit()
+
+    def refilter(self) -> None:
+        """Re-evaluate the filter after the rows' data changed (e.g. a correction)."""
+        self.beginFilterChange()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def describe(self) -> str:
         if self.mode == Filter.CELL and self.cell:
@@ -243,12 +249,13 @@ class ResultFilterProxy(QSortFilterProxyModel):
             return False
         if self.mode == Filter.UNCERTAIN:
             return bool(s.uncertain[i])
+        # Always a Python bool: PySide cannot convert numpy.bool_ for a C++ bool return.
         if self.mode == Filter.CORRECTED:
-            return s.corrected[i] >= 0
+            return bool(s.corrected[i] >= 0)
         if self.mode == Filter.MISCLASSIFIED:
-            return s.true_index[i] >= 0 and s.true_index[i] != s.predicted[i]
+            return bool(s.true_index[i] >= 0 and s.true_index[i] != s.predicted[i])
         if self.mode == Filter.CELL and self.cell is not None:
-            return s.true_index[i] == self.cell[0] and s.predicted[i] == self.cell[1]
+            return bool(s.true_index[i] == self.cell[0] and s.predicted[i] == self.cell[1])
         return True
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.AscendingOrder) -> None:

@@ -608,7 +608,7 @@ class BatchWindow(QMainWindow):
         if self.detail.row == row:
             self.detail.show_row(self.store, row)
         if self.proxy.mode == Filter.CORRECTED:
-            self.proxy.invalidateFilter()
+            self.proxy.refilter()
 
     def eventFilter(self, obj, event) -> bool:
         # In the grid or table, typing a class label corrects the current item and moves

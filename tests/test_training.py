@@ -289,22 +289,49 @@ def _cli(*args, timeout=240):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_cli_streams_the_json_lines_protocol(mnist_dir, tmp_path):
-    proc = _cli("--recipe", "mlp", "--data", str(mnist_dir), "--limit", "1000", "--epochs", "2",
-                "--threads", "1", "--output", str(tmp_path), "--progress-json", "--step-event-interval", "0")
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    objs = [json.loads(line) for line in lines]  # every stdout line is one JSON object
+def _protocol_lines(text: str) -> list[dict]:
+    objs = [json.loads(line) for line in text.splitlines()]  # every stdout line is one JSON object
     assert all(o["v"] == PROTOCOL_VERSION and isinstance(o["type"], str) for o in objs)
-    types = [o["type"] for o in objs]
-    assert types.count("run_started") == 1 and types.count("epoch_end") == 2 and types[-1] == "finished"
-    assert types.index("run_started") < types.index("step") < types.index("epoch_end")
-    fin = objs[-1]
-    assert Path(fin["best_model"]).is_file() and Path(fin["report"]).is_file()
-    assert fin["metrics"]["val_accuracy"] > 0.5
-    step = next(o for o in objs if o["type"] == "step")
+    return objs
+
+
+def test_cli_json_lines_cancel_on_stdin_and_resume(mnist_dir, tmp_path):
+    """What the GUI's training panel does: start ``python -m training --progress-json
+    --control-stdin``, read events, send ``cancel``, later ``--resume`` the run folder."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "training", "--recipe", "flagship", "--data", str(mnist_dir), "--limit", "600",
+            "--epochs", "2", "--threads", "1", "--output", str(tmp_path), "--progress-json",
+            "--step-event-interval", "0", "--control-stdin"]
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if json.loads(line)["type"] == "step":
+                proc.stdin.write("cancel\n")
+                proc.stdin.flush()
+                break
+        out, _ = proc.communicate(timeout=240)
+    first = _protocol_lines("".join(lines) + out)
+    assert proc.returncode == cli.EXIT_CANCELLED, (tmp_path / "stderr.txt").read_text()
+    assert first[-1]["type"] == "cancelled" and first[-1]["resumable"]
+    started = next(o for o in first if o["type"] == "run_started")
+    assert {"run_dir", "epochs", "total_steps", "steps_per_epoch", "n_train", "n_val", "labels", "config"} <= set(started)
+    step = next(o for o in first if o["type"] == "step")
     assert {"epoch", "epochs", "step", "total_steps", "loss", "lr", "images_per_s", "eta_s"} <= set(step)
-    assert "Traceback" not in proc.stderr
+
+    proc = _cli("--resume", first[-1]["run_dir"], "--progress-json", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    second = _protocol_lines(proc.stdout)
+    types = [o["type"] for o in second]
+    assert types.count("run_started") == 1 and second[types.index("run_started")]["resumed"]
+    assert types[-3:] == ["status", "evaluation", "finished"] and types.count("epoch_end") >= 1
+    steps = [o["step"] for o in first + second if o["type"] == "step"]
+    assert steps == list(range(1, started["total_steps"] + 1))  # nothing lost, nothing repeated
+    fin = second[-1]
+    assert Path(fin["best_model"]).is_file() and Path(fin["report"]).is_file()
+    assert fin["metrics"]["val_accuracy"] is not None and "Traceback" not in proc.stderr
 
 
 def test_cli_bad_data_exits_2_with_one_line(tmp_path):

@@ -48,15 +48,15 @@ def bench_recipe(name: str, x, y, device: str, seconds: float, max_steps: int, b
     import torch
 
     from mnist_desktop.core.models import build_model, count_parameters
-    from training.engine import StepFunction, _make_optimizer, _make_scheduler, steps_per_epoch
+    from training.engine import StepFunction, make_optimizer, make_scheduler, steps_per_epoch
     from training.recipes import recipe_config
 
     cfg = recipe_config(name, **({"batch_size": batch_size} if batch_size else {}))
     torch.manual_seed(0)
     model = build_model(cfg.arch, num_classes=10, **cfg.arch_args).to(device).train()
-    opt = _make_optimizer(cfg, model.parameters())
+    opt = make_optimizer(cfg, model.parameters())
     spe = steps_per_epoch(len(y), cfg.batch_size)
-    sched, per_step = _make_scheduler(cfg, opt, spe * cfg.epochs)
+    sched, per_step = make_scheduler(cfg, opt, spe * cfg.epochs)
     gen = torch.Generator(device=device).manual_seed(0)
     step = StepFunction(cfg, model, opt, sched, per_step, gen)
     perm = torch.randperm(len(y), device=device)

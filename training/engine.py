@@ -126,8 +126,11 @@ def _unexpected_failure(run: "_Run", e: Exception) -> Failed:
         return Failed(kind="out_of_memory", message=f"out of memory on {run.device or 'the device'} "
                       f"(batch size {bs})", hint=f"try a smaller --batch-size (e.g. {max(1, bs // 2)}) "
                       "or --device cpu", run_dir=run.dir_str, resumable=run.has_state())
-    if isinstance(e, OSError):
-        return Failed(kind="io", message=f"cannot write run files: {e.strerror or first}",
+    from mnist_desktop.core.checkpoint import CheckpointError
+
+    if isinstance(e, (OSError, CheckpointError)):
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first
+        return Failed(kind="io", message=f"cannot write run files: {reason}",
                       hint="check free disk space and permissions of the output folder",
                       run_dir=run.dir_str, resumable=run.has_state())
     hint = ""
@@ -214,7 +217,8 @@ class _Clock:
         return steps_left * per_step + epochs_left * per_epoch_end
 
 
-def _make_optimizer(cfg: TrainConfig, params):
+def make_optimizer(cfg: TrainConfig, params):
+    """The optimizer ``cfg`` names (SGD with momentum, Adam or AdamW) over ``params``."""
     import torch
 
     if cfg.optimizer == "sgd":
@@ -225,8 +229,9 @@ def _make_optimizer(cfg: TrainConfig, params):
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
-def _make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
-    """``(scheduler, per_step)``; per-epoch schedulers step after validation."""
+def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    """``(scheduler, per_step)`` for ``cfg.scheduler``: OneCycle and cosine step after every
+    batch over ``total_steps``; step and plateau (on validation loss) after each epoch."""
     import torch.optim.lr_scheduler as S
 
     args = dict(cfg.scheduler_args)
@@ -315,8 +320,8 @@ class _Loop:
         self.n_train, self.n_val = len(train_set), len(val_set)
         self.spe = steps_per_epoch(self.n_train, cfg.batch_size)
         self.total_steps = self.spe * cfg.epochs
-        self.optimizer = _make_optimizer(cfg, self.model.parameters())
-        self.scheduler, self.per_step = _make_scheduler(cfg, self.optimizer, self.total_steps)
+        self.optimizer = make_optimizer(cfg, self.model.parameters())
+        self.scheduler, self.per_step = make_scheduler(cfg, self.optimizer, self.total_steps)
         # Data lives on the training device for the whole run: no DataLoader, batches are
         # index gathers.
         self.x_train = torch.from_numpy(np.ascontiguousarray(train_set.images)).to(device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication
 
 from mnist_desktop.ui import warmup
@@ -52,12 +52,55 @@ def run_app(model: str | None = None, settings_path: str | None = None,
     store = SettingsStore(settings_path or default_settings_path())
     window = MainWindow(store, model_override=model)
     window.show()
-    # From the event loop: the window paints first, then the worker starts and torch loads
-    # in the inference process while the user can already draw.
-    QTimer.singleShot(0, window.start)
-    QTimer.singleShot(0, warmup.start)
+    # Once the window has painted and the event loop waits for input, start the inference
+    # process (torch loads there) and the background imports; earlier, they would compete
+    # with the first paint for the CPU and the GIL.
+    after_first_paint(window.canvas, lambda: (window.start(), warmup.start()))
     if on_window is not None:
         on_window(window)
     code = app.exec()
     warmup.join()
     return code
+
+
+class _FirstPaint(QObject):
+    """Event filter: on the watched widget's first paint, wait for the loop to go idle."""
+
+    def __init__(self, widget, callback):
+        super().__init__(widget)
+        self._callback = callback
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, ev) -> bool:
+        if ev.type() == QEvent.Type.Paint and self._callback is not None:
+            callback, self._callback = self._callback, None
+            obj.removeEventFilter(self)
+            when_idle(callback)
+        return False
+
+
+def after_first_paint(widget, callback: Callable[[], object]) -> None:
+    """Call ``callback`` once ``widget`` has painted and the event loop is idle."""
+    _FirstPaint(widget, callback)
+
+
+def when_idle(callback: Callable[[], object], fallback_ms: int = 500) -> None:
+    """Call ``callback`` once, the first time the event loop is about to wait for input
+    (or after ``fallback_ms`` at the latest)."""
+    from PySide6.QtCore import QAbstractEventDispatcher
+
+    done = []
+
+    def fire() -> None:
+        if done:
+            return
+        done.append(True)
+        try:
+            dispatcher.aboutToBlock.disconnect(fire)
+        except (RuntimeError, TypeError):
+            pass
+        callback()
+
+    dispatcher = QAbstractEventDispatcher.instance()
+    dispatcher.aboutToBlock.connect(fire)
+    QTimer.singleShot(fallback_ms, fire)

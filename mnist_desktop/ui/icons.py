@@ -1,34 +1,57 @@
-"""Toolbar icons drawn with QPainter in the palette's text colour, so they are crisp at
-any device pixel ratio and follow the light/dark theme without image files."""
+"""Toolbar and menu icons drawn as vectors by a QIconEngine: painted on demand at the
+exact size and device pixel ratio (crisp on high-DPI screens), in the current palette's
+button-text colour (so they follow the light/dark theme), without image files."""
 
 from __future__ import annotations
 
-import math
-
-from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
-
-SIZES = (16, 20, 24, 32)
+from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, QSize, Qt
+from PySide6.QtGui import (QColor, QGuiApplication, QIcon, QIconEngine, QPainter, QPainterPath, QPalette,
+                           QPen, QPixmap)
 
 
-def make_icon(name: str, color: QColor) -> QIcon:
-    """An icon called ``name`` (see ``_DRAW``) in ``color``, at 1x and 2x."""
-    icon = QIcon()
-    for size in SIZES:
-        for dpr in (1.0, 2.0):
-            pm = QPixmap(int(size * dpr), int(size * dpr))
-            pm.setDevicePixelRatio(dpr)
-            pm.fill(Qt.GlobalColor.transparent)
-            p = QPainter(pm)
-            p.setRenderHint(QPainter.RenderHint.Antialiasing)
-            p.scale(size / 24.0, size / 24.0)
-            pen = QPen(color, 1.8, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin)
-            p.setPen(pen)
-            p.setBrush(Qt.BrushStyle.NoBrush)
-            _DRAW[name](p, color)
-            p.end()
-            icon.addPixmap(pm)
-    return icon
+class VectorIconEngine(QIconEngine):
+    """Paints the icon ``name`` (see ``_DRAW``) on a 24x24 design grid."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    def paint(self, painter: QPainter, rect: QRect, mode: QIcon.Mode, state: QIcon.State) -> None:
+        group = QPalette.ColorGroup.Disabled if mode == QIcon.Mode.Disabled else QPalette.ColorGroup.Normal
+        color = QGuiApplication.palette().color(group, QPalette.ColorRole.ButtonText)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.translate(rect.topLeft())
+        painter.scale(rect.width() / 24.0, rect.height() / 24.0)
+        painter.setPen(QPen(color, 1.8, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        _DRAW[self._name](painter, color)
+        painter.restore()
+
+    def pixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State) -> QPixmap:
+        return self.scaledPixmap(size, mode, state, 1.0)
+
+    def scaledPixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State, scale: float) -> QPixmap:
+        pm = QPixmap(size * scale)
+        pm.setDevicePixelRatio(scale)
+        pm.fill(Qt.GlobalColor.transparent)
+        p = QPainter(pm)
+        self.paint(p, QRect(QPoint(0, 0), size), mode, state)
+        p.end()
+        return pm
+
+    def clone(self) -> "VectorIconEngine":
+        return VectorIconEngine(self._name)
+
+    def key(self) -> str:
+        return "mnist-desktop-vector"
+
+
+def make_icon(name: str) -> QIcon:
+    """The icon called ``name``; one of :data:`NAMES`."""
+    if name not in _DRAW:
+        raise KeyError(f"no icon named {name!r}")
+    return QIcon(VectorIconEngine(name))
 
 
 def _pen(p: QPainter, c: QColor) -> None:

@@ -12,7 +12,7 @@ import importlib
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QComboBox, QDockWidget, QFileDialog, QFormLayout,
                                QFrame, QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSlider,
@@ -496,16 +496,16 @@ class MainWindow(QMainWindow):
             apply_theme(QApplication.instance(), "system")
 
     def changeEvent(self, ev) -> None:
-        if ev.type() == QEvent.Type.PaletteChange:
-            self._refresh_icons()
+        if ev.type() == QEvent.Type.PaletteChange and hasattr(self, "width_icon"):
+            # A label's pixmap is a snapshot: repaint it in the new theme's colour.
+            self.width_icon.setPixmap(make_icon("width").pixmap(QSize(20, 20), self.devicePixelRatioF()))
         super().changeEvent(ev)
 
     def _refresh_icons(self) -> None:
-        color = self.palette().color(QPalette.ColorRole.ButtonText)
+        # Vector icons follow the palette by themselves; they are assigned once.
         for name, action in self._icons:
-            action.setIcon(make_icon(name, color))
-        if hasattr(self, "width_icon"):
-            self.width_icon.setPixmap(make_icon("width", color).pixmap(20, 20))
+            action.setIcon(make_icon(name))
+        self.width_icon.setPixmap(make_icon("width").pixmap(QSize(20, 20), self.devicePixelRatioF()))
 
     # ------------------------------------------------------------------ model & device
     def select_device(self, device: str) -> None:

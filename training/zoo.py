@@ -1,0 +1,183 @@
+"""Train every reference recipe on the same data and write the results table.
+
+    python -m training.zoo --data ../shared/data/mnist --output docs/MODELS.md
+
+Each recipe runs with its published settings (:mod:`training.recipes`) through the same
+training engine as ``python -m training``; validation comes from the training data, and
+the test set is measured once per model at the end. The table lists test accuracy, macro
+F1, calibration error, parameters, training time on this machine and single-image CPU
+latency (one thread, median). The shipped default model is measured the same way and
+listed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training.recipes import RECIPES, recipe_config
+
+REFERENCE = ["mlp", "cnn_mlp", "mnistnet", "cnn3", "conv3_gap"]
+PUBLISHED = {  # what each reference reports when trained on all 60,000 images
+    "mlp": "92-96%", "cnn_mlp": "99.1%", "mnistnet": "99.30%", "cnn3": "99.35%", "conv3_gap": "~98%",
+}
+
+
+def single_image_latency_ms(model_path: str | Path, iterations: int = 500) -> float:
+    """Median forward + softmax time of one 28x28 image on one CPU thread."""
+    import numpy as np
+    import torch
+
+    from mnist_desktop.core.predictor import Predictor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pred = Predictor.from_file(model_path, "cpu")
+        x = np.random.default_rng(0).random((1, 28, 28), dtype=np.float32)
+        for _ in range(50):
+            pred.probabilities(x)
+        ts = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            pred.probabilities(x)
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts) * 1e3)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_model(model_path: str | Path, data: str) -> dict[str, Any]:
+    """Test metrics of a model file on the IDX ``test`` split (raw tensors)."""
+    import numpy as np
+
+    from mnist_desktop.core.data import load_idx_folder
+    from mnist_desktop.core.metrics import classification_report
+    from mnist_desktop.core.models import count_parameters
+    from mnist_desktop.core.predictor import Predictor
+
+    pred = Predictor.from_file(model_path, "cpu")
+    test = load_idx_folder(data, "test")
+    images = test.images.astype(np.float32) / 255.0
+    probs = np.concatenate([pred.probabilities(images[i:i + 1000])[0] for i in range(0, len(images), 1000)])
+    rep = classification_report(test.labels, probs, pred.labels)
+    return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "ece": rep["ece"],
+            "parameters": count_parameters(pred.model), "size_kb": Path(model_path).stat().st_size / 1024}
+
+
+def run_recipe(name: str, data: str, runs: str, seed: int, epochs: int | None) -> dict[str, Any]:
+    from training.engine import train
+    from training.events import Failed, Finished
+
+    overrides: dict[str, Any] = {"data": data, "test_data": data, "output": runs, "seed": seed}
+    if epochs:
+        overrides["epochs"] = epochs
+    cfg = recipe_config(name).replace(name=f"zoo-{name}", **overrides)
+    t0 = time.perf_counter()
+    finished = None
+    for ev in train(cfg):
+        if isinstance(ev, Failed):
+            raise SystemExit(f"{name}: training failed: {ev.message}")
+        if isinstance(ev, Finished):
+            finished = ev
+        if getattr(ev, "type", "") == "epoch_end":
+            print(f"  {name}: epoch {ev.epoch}/{ev.epochs} val acc "
+                  f"{(ev.val_accuracy or 0) * 100:.2f}%", file=sys.stderr, flush=True)
+    train_s = time.perf_counter() - t0
+    assert finished is not None
+    out = measure_model(finished.best_model, data)
+    out.update({"recipe": name, "epochs": finished.epochs_done, "train_s": train_s,
+                "model": finished.best_model, "config": cfg.to_dict(),
+                "latency_ms": single_image_latency_ms(finished.best_model)})
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], data: str, command: str) -> str:
+    lines = [
+        "# Model zoo: results on MNIST from 5,000 training images",
+        "",
+        f"Produced by `{command}` on {platform.machine()} with {_cpu_count()} CPU cores, no GPU.",
+        "",
+        "Every model is trained on the 5,000-image MNIST training subset (`train-5k`, 10% of it",
+        "held out for validation and checkpoint selection) and measured once on the official",
+        "10,000-image MNIST test set. The published figures of the reference recipes were obtained",
+        "with all 60,000 training images; here they get 1/12 of that.",
+        "",
+        "| model | recipe settings | test accuracy | published (60k) | macro F1 | ECE | parameters | "
+        "epochs | train time | CPU latency (1 image, 1 thread) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        summary = RECIPES[r["recipe"]].summary if r["recipe"] in RECIPES else r.get("summary", "")
+        lines.append(
+            f"| {r['recipe']} | {summary} | **{100 * r['accuracy']:.2f}%** | "
+            f"{PUBLISHED.get(r['recipe'], '-')} | {r['macro_f1']:.4f} | {100 * r['ece']:.2f}% | "
+            f"{r['parameters']:,} | {r.get('epochs', '-')} | "
+            f"{_fmt_time(r.get('train_s'))} | {r['latency_ms']:.3f} ms |")
+    lines += ["", "Per-class precision, recall and F1, the confusion matrix and the misclassified",
+              "examples of each run are in its run folder (`report.json`, plots).", ""]
+    return "\n".join(lines)
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _cpu_count() -> int:
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.zoo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/mnist", help="IDX folder with train(-5k) and test splits")
+    ap.add_argument("--recipes", default=",".join(REFERENCE), help="comma-separated recipe names")
+    ap.add_argument("--runs", default="runs", help="folder for the run folders")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick look)")
+    ap.add_argument("--shipped", default=None, help="also list this model file (default: the bundled model)")
+    ap.add_argument("--output", default="docs/MODELS.md")
+    ap.add_argument("--json", default=None, help="also write the figures as JSON here")
+    args = ap.parse_args(argv)
+
+    from mnist_desktop.core.paths import default_model_path
+
+    rows = []
+    for name in [n.strip() for n in args.recipes.split(",") if n.strip()]:
+        print(f"training {name} ...", file=sys.stderr, flush=True)
+        rows.append(run_recipe(name, args.data, args.runs, args.seed, args.epochs))
+        r = rows[-1]
+        print(f"{name}: test accuracy {100 * r['accuracy']:.2f}%, {r['parameters']:,} parameters, "
+              f"{r['train_s']:.0f} s, {r['latency_ms']:.3f} ms", flush=True)
+    shipped = Path(args.shipped) if args.shipped else default_model_path()
+    if shipped.exists():
+        from mnist_desktop.core.checkpoint import read_meta
+
+        meta = read_meta(shipped)
+        r = measure_model(shipped, args.data)
+        r.update({"recipe": f"{meta.arch} (shipped default)", "summary": meta.description,
+                  "epochs": meta.training.get("epochs", "-"), "train_s": meta.training.get("train_s"),
+                  "latency_ms": single_image_latency_ms(shipped)})
+        rows.append(r)
+        print(f"shipped: test accuracy {100 * r['accuracy']:.2f}%", flush=True)
+    command = "python -m training.zoo " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = markdown(rows, args.data, command.strip())
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -112,12 +112,17 @@ def calibrate(predictor: Predictor, args) -> tuple[Any, dict[str, Any]]:
 
 # --------------------------------------------------------------------------- measurements
 
-def _acc(ok: list[bool]) -> dict[str, Any]:
-    return {"n": len(ok), "accuracy": float(np.mean(ok)) if ok else None}
+def _figures(rows: list[tuple[bool, bool]]) -> dict[str, Any]:
+    """Accuracy and share flagged uncertain of ``(correct, flagged)`` rows."""
+    if not rows:
+        return {"n": 0, "accuracy": None, "flagged_uncertain": None}
+    ok, flag = np.asarray(rows, bool).T
+    return {"n": len(rows), "accuracy": float(ok.mean()), "flagged_uncertain": float(flag.mean())}
 
 
 def digit_report(predictor: Predictor, n: int, seed: int) -> dict[str, Any]:
-    """Accuracy on ``n`` generated digits through each path, with breakdowns."""
+    """Accuracy and share flagged uncertain on ``n`` generated digits through each path,
+    with breakdowns by style factor, digit, template and (images) artifacts."""
     samples = list(synth.digit_samples(n, "evaluation", seed))
     out: dict[str, Any] = {"n_drawings": n, "purpose": "evaluation", "seed": seed}
     rule = predictor.meta.uncertainty
@@ -125,34 +130,36 @@ def digit_report(predictor: Predictor, n: int, seed: int) -> dict[str, Any]:
         t0 = time.time()
         ps = synth.preprocess_samples(samples, path, predictor.options)
         logits = batched_logits(predictor, ps.images) if len(ps) else np.zeros((0, 10))
-        ok = list(logits.argmax(1) == ps.labels)
-        # A refused drawing is a miss: the user drew a digit and got no answer.
-        ok += [False] * len(ps.rejected)
-        groups: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-        for i, good in enumerate(ok[:len(ps)]):
+        rows = list(zip(logits.argmax(1) == ps.labels,
+                        flagged(logits, rule.method, rule.threshold, rule.temperature)))
+        groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        for i, row in enumerate(rows):
             for factor, on in synth.style_factors(ps.params[i]).items():
                 if on:
-                    groups["factor"][factor].append(good)
-            groups["digit"][str(ps.labels[i])].append(good)
-            groups["style"][ps.names[i]].append(good)
-            groups["artifacts"][ps.artifacts[i]].append(good)
-        res = {**_acc(ok), "refused": len(ps.rejected),
-               "flagged_uncertain": float(flagged(logits, rule.method, rule.threshold, rule.temperature).mean())
-               if len(logits) else None}
+                    groups["factor"][factor].append(row)
+            groups["digit"][str(ps.labels[i])].append(row)
+            groups["style"][ps.names[i]].append(row)
+            groups["artifacts"][ps.artifacts[i]].append(row)
+        # A refused drawing is a miss: the user drew a digit and got no answer.
+        res = {**_figures(rows + [(False, True)] * len(ps.rejected)), "refused": len(ps.rejected)}
         for name, g in groups.items():
-            res["by_" + name] = {k: _acc(v) for k, v in sorted(g.items())}
+            res["by_" + name] = {k: _figures(v) for k, v in sorted(g.items())}
         if path != "stroke":
-            clean = groups["artifacts"].get("clean", [])
-            res["clean_accuracy"] = _acc(clean)["accuracy"]
-            res["degraded_accuracy"] = _acc([x for k, v in groups["artifacts"].items() if k != "clean"
-                                             for x in v])["accuracy"]
+            res["clean"] = _figures(groups["artifacts"].get("clean", []))
+            res["degraded"] = _figures([r for k, v in groups["artifacts"].items() if k != "clean" for r in v])
         out[path] = res
-        log(f"digits {path:11s}: {100 * res['accuracy']:.2f}% of {len(ok)} ({time.time() - t0:.0f}s)")
-    image_ok = [(out[p]["accuracy"], out[p]["n"]) for p in ("image_dark", "image_light")]
-    out["image_accuracy"] = sum(a * k for a, k in image_ok) / sum(k for _, k in image_ok)
-    clean = [(out[p]["clean_accuracy"], out[p]["by_artifacts"]["clean"]["n"]) for p in ("image_dark", "image_light")
-             if "clean" in out[p]["by_artifacts"]]
-    out["image_clean_accuracy"] = sum(a * k for a, k in clean) / max(1, sum(k for _, k in clean))
+        log(f"digits {path:11s}: {100 * res['accuracy']:.2f}% of {res['n']} ({time.time() - t0:.0f}s)")
+    images = ("image_dark", "image_light")
+
+    def pooled(key: str | None, field: str) -> float:
+        parts = [(out[p][key] if key else out[p]) for p in images]
+        total = sum(f["n"] for f in parts)
+        return sum(f[field] * f["n"] for f in parts if f["n"]) / total if total else float("nan")
+
+    out["image_accuracy"] = pooled(None, "accuracy")
+    out["image_clean_accuracy"] = pooled("clean", "accuracy")
+    out["image_flagged_uncertain"] = pooled(None, "flagged_uncertain")
+    out["image_clean_flagged_uncertain"] = pooled("clean", "flagged_uncertain")
     return out
 
 
@@ -212,8 +219,9 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"synthetic digits, all images  {100 * s['synthetic_image_all_accuracy']:.2f}%  (half with blur/noise/JPEG)")
     print(f"[{ok(s['goals']['synthetic_gap_points'])}] gap to MNIST test (worst of strokes / clean image): "
           f"{s['synthetic_gap_points']:.2f} points (goal <= {GOALS['synthetic_gap_points']})")
-    print("synthetic digits flagged uncertain: " + ", ".join(
-        f"{p} {100 * dig[p]['flagged_uncertain']:.2f}%" for p in synth.PATHS))
+    print(f"synthetic digits flagged uncertain: strokes {100 * dig['stroke']['flagged_uncertain']:.2f}%, "
+          f"clean images {100 * dig['image_clean_flagged_uncertain']:.2f}%, "
+          f"all images {100 * dig['image_flagged_uncertain']:.2f}%")
     print(f"[{ok(s['goals']['nondigit_flag_rate'])}] non-digits flagged: {100 * s['nondigit_flag_rate']:.2f}% "
           f"(goal >= {100 * GOALS['nondigit_flag_rate']:.0f}%)")
     print(f"[{ok(s['goals']['test_flag_rate'])}] MNIST test digits flagged: {100 * s['test_flag_rate']:.2f}% "
@@ -226,10 +234,14 @@ def print_report(report: dict[str, Any]) -> None:
         n = dig["stroke"]["by_factor"].get(f, {}).get("n", 0)
         print(f"  {f:12s} (n={n:4d})      " + "  ".join(f"{100 * a:7.2f}" if a is not None else "      -"
                                                       for a in row))
-    print("image accuracy by artifacts")
+    for p in ("stroke", "image_dark"):
+        worst = sorted(dig[p]["by_style"].items(), key=lambda kv: kv[1]["accuracy"])[:5]
+        print(f"  least accurate templates, {p}: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in worst))
+    print("images by artifacts           accuracy dark/light   flagged dark/light")
     for k in sorted(dig["image_dark"]["by_artifacts"]):
-        a = [dig[p]["by_artifacts"].get(k, {}).get("accuracy") for p in ("image_dark", "image_light")]
-        print(f"  {k:18s} " + "  ".join(f"{100 * x:7.2f}" if x is not None else "      -" for x in a))
+        cells = [dig[p]["by_artifacts"].get(k, {}).get(f) for f in ("accuracy", "flagged_uncertain")
+                 for p in ("image_dark", "image_light")]
+        print(f"  {k:18s}     " + "  ".join(f"{100 * x:7.2f}" if x is not None else "      -" for x in cells))
     print(f"\nnon-digits flagged by kind (evaluation seed {nd['seed']}, n={nd['n']})")
     for k, v in nd["per_kind"].items():
         print(f"  {k:10s} {100 * v['rate']:6.2f}%  (n={v['n']}, refused as empty {v['rejected']})")
@@ -267,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if args.calibrate and not args.output:
         build_parser().error("--calibrate needs --output MODEL")
     import torch
@@ -329,12 +343,15 @@ def write_calibrated(args, report: dict[str, Any]) -> None:
                        "held_out_from_training": nd["held_out_from_training"]["rate"]},
         "check": report["nondigit_check"],
         "mnist_test_flagged": test["flagged_uncertain"],
-        "command": "python scripts/robustness_report.py " + " ".join(sys.argv[1:]),
+        "command": "python scripts/robustness_report.py " + " ".join(args.argv),
     }
+    dig = report["synthetic_digits"]
     metrics["synthetic_digits"] = {"n_drawings": args.n_digits, "seed": args.digit_seed,
                                    "stroke_accuracy": s["synthetic_stroke_accuracy"],
                                    "image_clean_accuracy": s["synthetic_image_clean_accuracy"],
-                                   "image_accuracy": s["synthetic_image_all_accuracy"]}
+                                   "image_accuracy": s["synthetic_image_all_accuracy"],
+                                   "stroke_flagged": dig["stroke"]["flagged_uncertain"],
+                                   "image_clean_flagged": dig["image_clean_flagged_uncertain"]}
     meta.metrics = metrics
     save_model(args.output, fresh.model, meta)
 

@@ -146,3 +146,11 @@ def test_nondigit_sets_mix_kinds_and_paths_and_keep_training_apart():
     assert again.paths == ps.paths and np.array_equal(again.images, ps.images)
     train = list(synth.nondigit_samples(300, "train", seed=0))
     assert not [s for s in train if s.name in synth.HELD_OUT_FROM_TRAINING[s.kind]]
+
+
+def test_digit_images_for_training():
+    x, y = synth.digit_images(20, "train", seed=4)
+    assert x.shape == (20, 28, 28) and x.dtype == np.float32
+    assert list(y) == [i % 10 for i in range(20)]
+    x2, _ = synth.digit_images(20, "train", seed=4)
+    assert np.array_equal(x, x2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -316,6 +317,22 @@ class _CancelFlag:
             signal.signal(sig, handler)
 
 
+def _emit(ev, cancel: _CancelFlag) -> None:
+    """One protocol line on stdout. When the reader has gone away (broken pipe: the GUI
+    closed or crashed), cancel the run so it saves its state instead of training blind."""
+    try:
+        sys.stdout.write(ev.to_json() + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):  # ValueError: stdout already closed
+        cancel.event.set()
+        try:
+            # Point stdout at the null device so later writes and the exit flush stay quiet.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -357,8 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for ev in train(config, resume=args.resume, device=args.device if args.resume else None,
                         should_cancel=cancel):
             if args.progress_json:
-                sys.stdout.write(ev.to_json() + "\n")
-                sys.stdout.flush()
+                _emit(ev, cancel)
             else:
                 printer.show(ev)
             if ev.type == "finished":

@@ -12,8 +12,12 @@ it generates N files once under ``--dir`` (kept for later runs), then measures:
   (sampled from /proc every 20 ms; RSS summed, which counts pages shared between the
   forked workers more than once, so it is an upper bound; PSS, the fair share, too).
 * **baseline**: a plain one-image-at-a-time loop, ``Image.open`` -> ``preprocess`` ->
-  one torch forward, on the first ``--baseline-files`` files in the same run; the ratio
-  engine / baseline is printed.
+  one torch forward (one torch thread), on the first ``--baseline-files`` files in the
+  same run; the ratio engine / baseline is printed.
+
+Both also print CPU time per image (all processes), and the rate that CPU time would
+give if the cores were not shared with other work - the wall-clock figures depend on the
+machine's load, which is printed first.
 
 Goals on the 2-core development machine: >= 15,000 images/s for 28x28 PNGs, >= 4,000
 images/s for 280x280 PNGs, <= 500 MB peak RSS for 200,000 files.
@@ -87,6 +91,17 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _mem_kb(pid: int) -> tuple[int, int]:
     rss = pss = 0
     try:
@@ -102,11 +117,16 @@ def _mem_kb(pid: int) -> tuple[int, int]:
 
 
 class PeakMemory:
-    """Samples RSS and PSS of this process and all its descendants in a thread."""
+    """Samples RSS and PSS of this process and all its descendants in a thread, and
+    their CPU time (the last value seen per process, less what each had used before;
+    the sampler's own CPU time is left out)."""
 
-    def __init__(self, interval: float = 0.02):
+    def __init__(self, interval: float = 0.05):
         self.interval = interval
         self.peak_rss_kb = self.peak_pss_kb = self.peak_processes = 0
+        self._cpu: dict[int, float] = {}
+        self._cpu0: dict[int, float] = {}
+        self._own_cpu = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -118,12 +138,23 @@ class PeakMemory:
                 r, s = _mem_kb(p)
                 rss += r
                 pss += s
+                c = _cpu_seconds(p)
+                if c is not None:
+                    self._cpu[p] = c
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.peak_pss_kb = max(self.peak_pss_kb, pss)
             self.peak_processes = max(self.peak_processes, len(pids))
             self._stop.wait(self.interval)
+        self._own_cpu = time.thread_time()
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds used by this process and its descendants while sampling."""
+        return sum(c - self._cpu0.get(p, 0.0) for p, c in self._cpu.items()) - self._own_cpu
 
     def __enter__(self) -> "PeakMemory":
+        for p in _descendants(os.getpid()):
+            self._cpu0[p] = _cpu_seconds(p) or 0.0
         if Path("/proc/self/smaps_rollup").exists():
             self._thread.start()
         return self
@@ -132,6 +163,9 @@ class PeakMemory:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        me = _cpu_seconds(os.getpid())
+        if me is not None:
+            self._cpu[os.getpid()] = me
 
 
 # --------------------------------------------------------------------------- measurements
@@ -155,7 +189,7 @@ def run_engine(folder: Path, predictor, workers: int | None, batch_size: int) ->
     return {"n": len(store), "failed": store.failed, "seconds": elapsed, "listing_s": t_list,
             "rate": len(store) / elapsed, "accuracy": rep["accuracy"] if rep else float("nan"),
             "peak_rss_mb": mem.peak_rss_kb / 1024, "peak_pss_mb": mem.peak_pss_kb / 1024,
-            "processes": mem.peak_processes}
+            "processes": mem.peak_processes, "cpu_s": mem.cpu_seconds}
 
 
 def run_baseline(folder: Path, predictor, n: int) -> dict:
@@ -166,14 +200,15 @@ def run_baseline(folder: Path, predictor, n: int) -> dict:
     from mnist_desktop.core.preprocess import preprocess
 
     files = collect_files([folder])[:n]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for p in files:
         with Image.open(p) as im:
             im.load()
             image = preprocess(im, predictor.options)
         predictor.probabilities(image[None])
     elapsed = time.perf_counter() - t0
-    return {"n": len(files), "seconds": elapsed, "rate": len(files) / elapsed}
+    return {"n": len(files), "seconds": elapsed, "rate": len(files) / elapsed,
+            "cpu_s": time.process_time() - c0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,22 +235,29 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.from_file(args.model or default_model_path(), "cpu")
     batch = args.batch_size or DEFAULT_BATCH_SIZE
     import torch
+    print(f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          "(other work on the machine lowers the wall-clock figures)")
     print(f"machine: {default_workers()} usable cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); model {predictor.meta.arch}; "
           f"workers {args.workers if args.workers is not None else default_workers()}, chunk {batch}")
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         folder = generate_pngs(args.dir, args.files, size, args.mnist)
         eng = run_engine(folder, predictor, args.workers, batch)
+        cores = default_workers()
         print(f"{size}x{size} PNG, {eng['n']:,} files: engine {eng['rate']:,.0f} img/s "
               f"({eng['seconds']:.2f} s incl. listing {eng['listing_s']:.2f} s; {eng['failed']} failed; "
-              f"accuracy {100 * eng['accuracy']:.2f}%); peak memory, this process + "
-              f"{eng['processes'] - 1} child processes: RSS {eng['peak_rss_mb']:.0f} MB, "
-              f"PSS {eng['peak_pss_mb']:.0f} MB")
+              f"accuracy {100 * eng['accuracy']:.2f}%); CPU {1e6 * eng['cpu_s'] / eng['n']:.0f} us/image "
+              f"(= {eng['n'] * cores / eng['cpu_s']:,.0f} img/s if {cores} cores were ours alone); "
+              f"peak memory, this process + {eng['processes'] - 1} child processes: "
+              f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB")
         if args.baseline_files:
-            torch.set_num_threads(default_workers())
+            # One thread: a single 28x28 forward gains nothing from more, and idle OpenMP
+            # threads spinning on a busy machine would make the baseline look worse.
+            torch.set_num_threads(1)
             base = run_baseline(folder, predictor, args.baseline_files)
             print(f"{size}x{size} PNG, baseline one-at-a-time PIL+torch loop on {base['n']:,} files: "
-                  f"{base['rate']:,.0f} img/s -> engine is {eng['rate'] / base['rate']:.1f}x")
+                  f"{base['rate']:,.0f} img/s, CPU {1e6 * base['cpu_s'] / base['n']:.0f} us/image "
+                  f"-> engine is {eng['rate'] / base['rate']:.1f}x faster")
         sys.stdout.flush()
     return 0
 

@@ -86,6 +86,10 @@ def test_cli_flags_override_the_recipe():
     assert cfg.augment.elastic_alpha == recipe_config("flagship").augment.elastic_alpha
     no_aug = cli.config_from_args(cli.build_parser().parse_args(["--data", "x", "--no-augment"]))
     assert not no_aug.augment.enabled
+    # another scheduler or architecture starts from its own defaults, not the recipe's arguments
+    other = cli.config_from_args(cli.build_parser().parse_args(
+        ["--data", "x", "--scheduler", "plateau", "--arch", "mlp"]))
+    assert (other.scheduler_args, other.arch_args) == ({}, {})
 
 
 def test_resume_refuses_other_settings(capsys, tmp_path):

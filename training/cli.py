@@ -194,15 +194,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ConfigError("give either --recipe or --config, not both")
     else:
         base = recipe_config(args.recipe or "flagship")
-    # Dict-valued fields extend the recipe's (e.g. --arch-arg width=32 keeps its dropout),
-    # unless the architecture itself changes.
-    for key in ("scheduler_args", "preprocess"):
-        if key in overrides:
+    # Dict-valued fields extend the recipe's (e.g. --arch-arg dropout=0.2 keeps its width),
+    # unless the architecture or scheduler they belong to changes.
+    if "preprocess" in overrides:
+        overrides["preprocess"] = {**base.preprocess, **overrides["preprocess"]}
+    for owner, key in (("arch", "arch_args"), ("scheduler", "scheduler_args")):
+        if overrides.get(owner, getattr(base, owner)) != getattr(base, owner):
+            overrides.setdefault(key, {})
+        elif key in overrides:
             overrides[key] = {**getattr(base, key), **overrides[key]}
-    if "arch_args" in overrides and overrides.get("arch", base.arch) == base.arch:
-        overrides["arch_args"] = {**base.arch_args, **overrides["arch_args"]}
-    elif "arch" in overrides and overrides["arch"] != base.arch:
-        overrides.setdefault("arch_args", {})
     return base.replace(**overrides) if overrides else base
 
 

@@ -82,7 +82,7 @@ def test_blank_canvas_shows_no_prediction(make_window, shared_worker, qtbot):
     assert w.display.prediction is not None
     w.act_clear.trigger()
     assert w.display.prediction is None and w.chart.probabilities is None and w.preview.image is None
-    assert w.display.label.text() == "–"
+    assert w.display.label.text() == "" and w.display.confidence.text() == "Draw a digit"
     # A late answer for the cleared drawing must not bring the prediction back.
     draw_stroke(w.canvas, DIGITS["1"][0])
     w.act_clear.trigger()

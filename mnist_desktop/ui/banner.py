@@ -4,9 +4,11 @@ closed or replaced."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton
+
+from mnist_desktop.ui.icons import badge_pixmap, make_icon
 
 LEVEL_COLORS = {"info": QColor("#2f6fdb"), "warning": QColor("#d9822b"), "error": QColor("#d64545")}
 INFO_TIMEOUT_MS = 8000
@@ -28,7 +30,6 @@ class MessageBanner(QFrame):
         self.setObjectName("messageBanner")
         self.setAccessibleName("Message")
         self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setAutoFillBackground(True)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self._icon = QLabel(self)
         self._icon.setObjectName("messageLevel")
@@ -41,7 +42,8 @@ class MessageBanner(QFrame):
         self._close.setObjectName("messageClose")
         self._close.setAccessibleName("Dismiss message")
         self._close.setToolTip("Dismiss this message")
-        self._close.setText("✕")
+        self._close.setIcon(make_icon("close"))
+        self._close.setIconSize(QSize(16, 16))
         self._close.setAutoRaise(True)
         self._close.clicked.connect(self.dismiss)
         lay = QHBoxLayout(self)
@@ -68,7 +70,6 @@ class MessageBanner(QFrame):
         """Show ``text``; ``level`` is ``info``, ``warning`` or ``error``."""
         self._level = level if level in LEVEL_COLORS else "info"
         self._text.setText(text)
-        self._icon.setText({"info": "ℹ", "warning": "⚠", "error": "⛔"}[self._level])
         self._apply_colors()
         self.show()
         self._timer.stop()
@@ -81,22 +82,24 @@ class MessageBanner(QFrame):
         self.hide()
 
     def _apply_colors(self) -> None:
-        base = self.parentWidget().palette() if self.parentWidget() else self.palette()
-        window = base.color(QPalette.ColorRole.Window)
         accent = LEVEL_COLORS[self._level]
-        # A light tint of the level colour over the window colour reads in both themes.
-        t = 0.18
+        self._icon.setPixmap(badge_pixmap(accent, "i" if self._level == "info" else "!", 18,
+                                          self.devicePixelRatioF()))
+        self.update()
+
+    def paintEvent(self, ev) -> None:
+        # The tint is computed from the current palette at each paint, so it follows a
+        # theme switch without any bookkeeping.
+        window = self.palette().color(QPalette.ColorRole.Window)
+        accent = LEVEL_COLORS[self._level]
+        t = 0.24 if window.lightness() < 128 else 0.15
         bg = QColor(int(window.red() * (1 - t) + accent.red() * t),
                     int(window.green() * (1 - t) + accent.green() * t),
                     int(window.blue() * (1 - t) + accent.blue() * t))
-        pal = QPalette()  # only Window is set; every other role follows the theme
-        pal.setColor(QPalette.ColorRole.Window, bg)
-        self.setPalette(pal)
-        self._icon.setStyleSheet(f"color: {accent.name()}; font-weight: bold;")
-
-    def changeEvent(self, ev) -> None:
-        from PySide6.QtCore import QEvent
-        if ev.type() == QEvent.Type.ParentChange or ev.type() == QEvent.Type.ApplicationPaletteChange:
-            if self.isVisible():
-                self._apply_colors()
-        super().changeEvent(ev)
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(bg)
+        p.drawRoundedRect(QRectF(self.rect()), 6, 6)
+        p.fillRect(QRectF(0, 0, 4, self.height()), accent)
+        p.end()

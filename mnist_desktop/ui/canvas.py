@@ -225,7 +225,8 @@ class DrawingCanvas(QWidget):
         self._pen_width = float(pen_width)
         self._gesture: _Gesture | None = None
         self._hover: QPointF | None = None
-        self._cache: QImage | None = None
+        self._cache: QImage | None = None   # committed strokes
+        self._live: QImage | None = None    # the stroke being drawn, segment by segment
         self._last_emit = 0.0
         self._last_input_time = 0.0
         self._emit_timer = QTimer(self)
@@ -324,6 +325,7 @@ class DrawingCanvas(QWidget):
     def _set_state(self, state: CanvasState, emit: bool = True) -> None:
         self._state = state
         self._cache = None
+        self._live = None
         self.update()
         if emit:
             self._emit_now()
@@ -416,6 +418,7 @@ class DrawingCanvas(QWidget):
             self._cache = None
             self.update()
         x, y = self.to_doc(pos)
+        self._live = None  # a fresh layer for this stroke
         self._gesture = _Gesture(False, before, [(x, y, pressure)], self._pen_width, (x, y))
         self._paint_segment(None, (x, y, pressure))
         self._schedule_emit(now)
@@ -454,10 +457,19 @@ class DrawingCanvas(QWidget):
             return
         stroke = CanvasStroke(tuple(g.points), g.width)
         after = CanvasState(self._state.strokes + (stroke,), None)
-        # The cache already holds the stroke, painted segment by segment: keep it rather
-        # than re-render every stroke (which took up to ~15 ms on a busy scribble).
+        # Add just this stroke to the committed cache, as one clean path, instead of
+        # re-rendering every stroke (which took up to ~15 ms on a busy scribble).
+        if self._cache is not None:
+            p = QPainter(self._cache)
+            p.setRenderHint(QPainter.RenderHint.Antialiasing)
+            s = self._scale()
+            p.scale(s, s)
+            _paint_stroke(p, stroke, self._ink_color())
+            p.end()
+        self._live = None
         self._push(after, "Draw stroke", already_applied=True, before=g.before)
         self._state = after
+        self.update()
         self._emit_now()
 
     def _erase_to(self, doc: tuple[float, float]) -> None:
@@ -495,13 +507,11 @@ class DrawingCanvas(QWidget):
     def _paper_color(self) -> QColor:
         return self.palette().color(QPalette.ColorRole.Base)
 
-    def _ensure_cache(self) -> QImage:
+    def _layer(self, strokes) -> QImage:
+        """A transparent sheet-sized image at the screen's pixel ratio with ``strokes``."""
         rect = self.sheet_rect()
         dpr = self.devicePixelRatioF()
         side = max(1, int(math.ceil(rect.width() * dpr)))
-        if self._cache is not None and self._cache.width() == side \
-                and self._cache.devicePixelRatio() == dpr:
-            return self._cache
         img = QImage(side, side, QImage.Format.Format_ARGB32_Premultiplied)
         img.setDevicePixelRatio(dpr)
         img.fill(Qt.GlobalColor.transparent)
@@ -510,20 +520,37 @@ class DrawingCanvas(QWidget):
         s = rect.width() / DOC_SIZE
         p.scale(s, s)
         ink = self._ink_color()
-        for stroke in self.state.strokes:
+        for stroke in strokes:
             _paint_stroke(p, stroke, ink)
         p.end()
-        self._cache = img
         return img
 
+    def _layer_valid(self, img: QImage | None) -> bool:
+        dpr = self.devicePixelRatioF()
+        side = max(1, int(math.ceil(self.sheet_rect().width() * dpr)))
+        return img is not None and img.width() == side and img.devicePixelRatio() == dpr
+
+    def _ensure_cache(self) -> QImage:
+        if not self._layer_valid(self._cache):
+            self._cache = self._layer(self._state.strokes)
+        return self._cache
+
+    def _ensure_live(self) -> QImage:
+        if not self._layer_valid(self._live):
+            g = self._gesture
+            strokes = [CanvasStroke(tuple(g.points), g.width)] if g and not g.erasing and g.points else []
+            self._live = self._layer(strokes)
+        return self._live
+
     def _paint_segment(self, a, b) -> None:
-        """Add one segment of the live stroke to the cache and repaint just that area."""
-        if self._cache is None:
+        """Add one segment of the live stroke to its layer and repaint just that area."""
+        if not self._layer_valid(self._live):
+            self._live = None
             self.update()
             return
         width = self._gesture.width
         s = self._scale()
-        p = QPainter(self._cache)
+        p = QPainter(self._live)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.scale(s, s)
         w = pressure_width(width, b[2] if a is None else (a[2] + b[2]) / 2)
@@ -555,6 +582,8 @@ class DrawingCanvas(QWidget):
             self._paint_image(p, rect, state.image)
         else:
             p.drawImage(rect.topLeft(), self._ensure_cache())
+            if self._gesture is not None and not self._gesture.erasing:
+                p.drawImage(rect.topLeft(), self._ensure_live())
             if state.is_blank and self._gesture is None:
                 self._paint_hint(p, rect)
         border = pal.color(QPalette.ColorRole.Highlight) if self.hasFocus() else pal.color(QPalette.ColorRole.Mid)
@@ -604,12 +633,14 @@ class DrawingCanvas(QWidget):
     # ------------------------------------------------------------------ events
     def resizeEvent(self, ev) -> None:
         self._cache = None
+        self._live = None
         super().resizeEvent(ev)
 
     def changeEvent(self, ev) -> None:
         if ev.type() in (QEvent.Type.PaletteChange, QEvent.Type.StyleChange,
                          QEvent.Type.DevicePixelRatioChange):
             self._cache = None
+            self._live = None
             self.update()
         super().changeEvent(ev)
 

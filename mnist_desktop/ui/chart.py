@@ -1,11 +1,10 @@
 """Probability bar chart: one column per class label, custom-painted for speed.
 
-Readable from 10 to ~50 labels. When every class gets a row at least ``MIN_ROW_HEIGHT``
-pixels tall (10 digits), the chart draws horizontal bars with the label at the left and the
-percentage at the right. Otherwise (26 letters, 47 EMNIST classes) it draws one column per
-class; narrow columns show their percentage vertically, only for bars of at least 1%, and a
-tooltip gives every exact value. The predicted class is
-highlighted in the accent colour, or in amber when the model is uncertain.
+Readable from 10 to ~50 labels. Each class gets a row: its label, a horizontal bar and
+the percentage. When the rows do not fit the height (26 letters, 47 EMNIST classes) they
+wrap into several columns, read top to bottom; only when even that gets too narrow does the
+chart fall back to one vertical bar per class, with vertical percentages for bars of at
+least 1%. A tooltip gives every exact value.
 """
 
 from __future__ import annotations
@@ -74,7 +73,6 @@ class ProbabilityChart(QWidget):
             self._probs = None
             self._index = -1
             self._update_description()
-            self.updateGeometry()
             self.update()
 
     def set_prediction(self, prediction) -> None:
@@ -84,7 +82,6 @@ class ProbabilityChart(QWidget):
         else:
             if list(prediction.labels) != self._labels:
                 self._labels = list(prediction.labels)
-                self.updateGeometry()
             self._probs = [float(p) for p in prediction.probs]
             self._index = prediction.index
             self._uncertain = bool(prediction.uncertain)
@@ -102,27 +99,37 @@ class ProbabilityChart(QWidget):
 
     # ------------------------------------------------------------------ geometry
     def minimumSizeHint(self) -> QSize:
-        return QSize(max(200, 9 * len(self._labels) + 40), 150)
+        return QSize(220, 150)
 
     def sizeHint(self) -> QSize:
-        return QSize(max(380, 14 * len(self._labels) + 40), 230)
+        return QSize(380, 10 * MIN_ROW_HEIGHT + 60)
 
     def uses_rows(self) -> bool:
-        """True when the chart draws horizontal bars (one row per class)."""
-        n = len(self._labels)
-        return 0 < n <= 20 and (self.height() - 8) / n >= MIN_ROW_HEIGHT
+        """True when the chart draws horizontal bars (rows, possibly in several columns)."""
+        return self._row_geometry() is not None
 
     def _row_geometry(self):
-        fm = QFontMetricsF(self.font())
+        """``(ncols, nrows, col_w, row_h, top, label_w, pct_w, bar_h)`` or None if too narrow."""
+        n = len(self._labels)
+        if n == 0:
+            return None
         bold = QFont(self.font())
         bold.setBold(True)
         fmb = QFontMetricsF(bold)
-        label_w = max([fmb.horizontalAdvance(x) for x in self._labels] + [fmb.horizontalAdvance("0")]) + 12
-        pct_w = fmb.horizontalAdvance("100.0%") + 10
-        row_h = min(34.0, (self.height() - 8) / max(1, len(self._labels)))
-        top = (self.height() - row_h * len(self._labels)) / 2
-        track = QRectF(label_w, 0, max(10.0, self.width() - label_w - pct_w), min(row_h * 0.62, 16.0))
-        return fm, bold, label_w, pct_w, row_h, top, track
+        label_w = max(fmb.horizontalAdvance(x) for x in self._labels) + 10
+        fit = max(1, int((self.height() - 8) // MIN_ROW_HEIGHT))
+        ncols = -(-n // fit)
+        nrows = -(-n // ncols)
+        # One column: "97.3%" right of the bar. Several: "97%" inside the bar cell.
+        pct_w = fmb.horizontalAdvance("100.0%") + 8 if ncols == 1 else 0.0
+        gap = 14.0
+        col_w = (self.width() - gap * (ncols - 1)) / ncols
+        min_bar = 40 if ncols == 1 else fmb.horizontalAdvance("100%") + 14
+        if col_w < label_w + pct_w + min_bar:
+            return None
+        row_h = min(34.0, (self.height() - 8) / nrows)
+        top = (self.height() - row_h * nrows) / 2
+        return ncols, nrows, col_w, row_h, top, label_w, pct_w, min(row_h * 0.62, 16.0), gap
 
     def _plot_rect(self) -> QRectF:
         fm = QFontMetricsF(self.font())
@@ -142,10 +149,14 @@ class ProbabilityChart(QWidget):
         return QRectF(plot.left() + i * slot + (slot - bw) / 2, plot.top(), bw, plot.height())
 
     def index_at(self, pos: QPointF) -> int:
-        if self.uses_rows():
-            _, _, _, _, row_h, top, _ = self._row_geometry()
-            i = int((pos.y() - top) // row_h)
-            return i if 0 <= i < len(self._labels) else -1
+        g = self._row_geometry()
+        if g is not None:
+            ncols, nrows, col_w, row_h, top, *_rest = g
+            gap = _rest[-1]
+            col = int(pos.x() // (col_w + gap))
+            row = int((pos.y() - top) // row_h)
+            i = col * nrows + row
+            return i if 0 <= col < ncols and 0 <= row < nrows and i < len(self._labels) else -1
         plot = self._plot_rect()
         if not self._labels or pos.x() < plot.left() or pos.x() >= plot.right():
             return -1
@@ -168,18 +179,29 @@ class ProbabilityChart(QWidget):
         return pal.color(QPalette.ColorRole.WindowText), faint, hi, muted
 
     def _paint_rows(self) -> None:
+        g = self._row_geometry()
+        ncols, nrows, col_w, row_h, top, label_w, pct_w, bar_h, gap = g
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         text, faint, hi, muted = self._colors()
-        fm, bold, label_w, pct_w, row_h, top, track = self._row_geometry()
         regular = QFont(self.font())
+        bold = QFont(self.font())
+        bold.setBold(True)
         trough = QColor(faint)
         trough.setAlphaF(0.16)
+        cells = ncols > 1
         for i, label in enumerate(self._labels):
-            y = top + i * row_h
+            col, row = divmod(i, nrows)
+            x0 = col * (col_w + gap)
+            y = top + row * row_h
             is_top = self._probs is not None and i == self._index
-            t = QRectF(track.left(), y + (row_h - track.height()) / 2, track.width(), track.height())
-            radius = t.height() / 2
+            if cells:
+                # A table cell with an in-cell bar: the percentage sits inside the cell.
+                t = QRectF(x0 + label_w, y + 1.5, col_w - label_w, row_h - 3)
+                radius = 3.0
+            else:
+                t = QRectF(x0 + label_w, y + (row_h - bar_h) / 2, col_w - label_w - pct_w, bar_h)
+                radius = t.height() / 2
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(trough)
             p.drawRoundedRect(t, radius, radius)
@@ -191,8 +213,17 @@ class ProbabilityChart(QWidget):
                 p.drawRoundedRect(fill, r, r)
             p.setFont(bold if is_top else regular)
             p.setPen(hi if is_top else text)
-            p.drawText(QRectF(0, y, label_w - 10, row_h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            p.drawText(QRectF(x0, y, label_w - 8, row_h), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
                        label)
+            if cells:
+                if prob is None or (prob < 0.005 and not is_top):
+                    continue  # empty cells read faster than a column of "<1%"
+                value = format_percent(prob)
+                fm = QFontMetricsF(bold if is_top else regular)
+                covered = prob * t.width() > t.width() - fm.horizontalAdvance(value) - 6
+                p.setPen(self.palette().color(QPalette.ColorRole.HighlightedText) if is_top and covered else text)
+                p.drawText(t.adjusted(0, 0, -5, 0), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, value)
+                continue
             if prob is None:
                 value, color = "–", faint
             else:

@@ -138,7 +138,40 @@ def _width(p: QPainter, c: QColor) -> None:
         p.drawLine(QPointF(4, y), QPointF(20, y))
 
 
+def _close(p: QPainter, c: QColor) -> None:
+    p.drawLine(QPointF(7, 7), QPointF(17, 17))
+    p.drawLine(QPointF(17, 7), QPointF(7, 17))
+
+
+def _badge(p: QPainter, color: QColor, mark: str) -> None:
+    """A filled circle in ``color`` with a white "!" or "i" (message levels)."""
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(color)
+    p.drawEllipse(QRectF(2, 2, 20, 20))
+    p.setPen(QPen(QColor("#ffffff"), 2.4, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
+    if mark == "!":
+        p.drawLine(QPointF(12, 7), QPointF(12, 13.5))
+        p.drawPoint(QPointF(12, 17.2))
+    else:
+        p.drawPoint(QPointF(12, 7.3))
+        p.drawLine(QPointF(12, 11), QPointF(12, 17))
+
+
+def badge_pixmap(color: QColor, mark: str, size: int, dpr: float) -> QPixmap:
+    """A message-level badge (``mark`` "!" or "i") as a pixmap."""
+    pm = QPixmap(int(size * dpr), int(size * dpr))
+    pm.setDevicePixelRatio(dpr)
+    pm.fill(Qt.GlobalColor.transparent)
+    p = QPainter(pm)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.scale(size / 24.0, size / 24.0)
+    _badge(p, color, mark)
+    p.end()
+    return pm
+
+
 _DRAW = {
+    "close": _close,
     "pen": _pen,
     "eraser": _eraser,
     "undo": lambda p, c: _arrow(p, False),

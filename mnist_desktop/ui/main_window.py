@@ -357,12 +357,7 @@ class MainWindow(QMainWindow):
         lay.addLayout(top)
         lay.addWidget(self._caption("Probabilities", "chartCaption"))
         lay.addWidget(self.chart, 1)
-        line = QFrame()
-        line.setObjectName("panelSeparator")
-        line.setFrameShape(QFrame.Shape.HLine)
-        line.setFrameShadow(QFrame.Shadow.Plain)
-        line.setStyleSheet("color: palette(mid);")
-        lay.addWidget(line)
+        lay.addWidget(_Rule())
         lay.addLayout(form)
         lay.addWidget(self.model_info)
 
@@ -733,3 +728,20 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
     except (TypeError, ValueError):
         return False
+
+
+class _Rule(QWidget):
+    """A 1-pixel separator in the palette's Mid colour (a styled QFrame line would keep
+    the colour of the theme it was created in)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setObjectName("panelSeparator")
+        self.setFixedHeight(1)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def paintEvent(self, ev) -> None:
+        from PySide6.QtGui import QPainter
+        p = QPainter(self)
+        p.fillRect(self.rect(), self.palette().color(QPalette.ColorRole.Mid))
+        p.end()

@@ -14,14 +14,15 @@ from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from mnist_desktop.ui.chart import UNCERTAIN_COLOR, format_percent
 
-# What the display says for each state of the live prediction when there is no answer.
+# What the display says for each state of the live prediction when there is no answer:
+# a headline and the detail shown when the state brings none of its own.
 STATE_TEXT = {
-    "blank": "Draw a digit, or open, drop or paste an image",
-    "loading": "Loading the model…",
-    "waiting": "Classifying…",
-    "empty": "Nothing to classify",
-    "error": "Could not classify this input",
-    "nomodel": "No model loaded",
+    "blank": ("Draw a digit", "or open an image (Ctrl+O)"),
+    "loading": ("Loading the model…", "your drawing is classified as soon as it is ready"),
+    "waiting": ("Classifying…", ""),
+    "empty": ("Nothing to classify", "no ink found"),
+    "error": ("Could not classify this input", ""),
+    "nomodel": ("No model loaded", "choose a model below"),
 }
 
 
@@ -122,10 +123,11 @@ class PredictionDisplay(QWidget):
         if prediction is None:
             return
         self.label.setText(prediction.label)
-        self.confidence.setText(f"{format_percent(prediction.confidence, True)} confident")
+        pct = format_percent(prediction.confidence, True)
+        self.confidence.setText(f"{pct} (not sure)" if prediction.uncertain else f"{pct} confident")
         self.confidence.set_color(None)
         if prediction.uncertain:
-            self.status.setText("Uncertain — this may not be a digit")
+            self.status.setText("Uncertain: may not be a digit")
             self.status.set_color(UNCERTAIN_COLOR)
             self.label.set_color(UNCERTAIN_COLOR)
         else:
@@ -144,11 +146,12 @@ class PredictionDisplay(QWidget):
         if state == "ready":
             return
         self._prediction = None
-        self.label.setText("–")
-        self.label.set_color(None, faint=True)
-        self.confidence.setText(STATE_TEXT.get(state, state))
-        self.confidence.set_color(None, faint=True)
-        self.status.setText(detail)
+        headline, default_detail = STATE_TEXT.get(state, (state, ""))
+        self.label.setText("")
+        self.label.set_color(None)
+        self.confidence.setText(headline)
+        self.confidence.set_color(None)
+        self.status.setText(detail or default_detail)
         self.status.set_color(None, faint=True)
         self.alternatives.setText("")
-        self.setAccessibleDescription(STATE_TEXT.get(state, state))
+        self.setAccessibleDescription(f"{headline}. {detail or default_detail}".strip())

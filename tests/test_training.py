@@ -201,6 +201,18 @@ def test_progress_events_are_complete(mnist_dir, tmp_path):
         assert back is not None and back.type == e.type
 
 
+def test_corrections_add_to_the_training_data(mnist_dir, mnist_train5k, tmp_path):
+    from training.corrections import save_correction
+
+    folder = tmp_path / "corrections"
+    for i in range(0, 5000, 250):  # 20 drawings, two of each digit
+        save_correction(folder, str(mnist_train5k.labels[i]), mnist_train5k.images[i].astype(np.float32) / 255)
+    events = run(quick("mlp", mnist_dir, tmp_path, extra_data=[f"corrections:{folder}"]))
+    started = next(e for e in events if e.type == "run_started")
+    assert events[-1].type == "finished" and started.n_train + started.n_val == 400 + 20
+    assert started.data.endswith(f"corrections:{folder}")
+
+
 # --------------------------------------------------------------------------- resume
 
 def _losses(events):

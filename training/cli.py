@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--test-data", metavar="SPEC", help="data for the final report (measured only)")
     d.add_argument("--test-split", metavar="NAME", help="IDX test split (default test)")
     d.add_argument("--labels", metavar="A,B,...", help="class names (default: from the data)")
-    d.add_argument("--limit", type=int, metavar="N", help="use a seeded subset of N training images")
+    d.add_argument("--limit", type=int, metavar="N", help="use a seeded subset of N images of --data")
     d.add_argument("--val-fraction", type=float, metavar="F", help="fraction held out for validation")
 
     m = p.add_argument_group("model and optimization")

@@ -70,7 +70,7 @@ class TrainConfig:
     download: bool = True
     test_data: str = ""
     test_split: str = "test"
-    limit: int = 0                 # use at most this many training samples (0 = all)
+    limit: int = 0                 # use a seeded subset of this many samples of `data` (0 = all)
     labels: list[str] = field(default_factory=list)  # class names; [] = from the data
     # optimization
     epochs: int = 10

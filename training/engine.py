@@ -609,6 +609,10 @@ class _Run:
         parts = [(yield from self._checked(D.load_source(
             cfg.data, train=True, split=cfg.split, data_root=cfg.data_root, download=cfg.download,
             options=options, label_names=label_names)))]
+        # --limit thins out the main data only: extra data (the user's corrections) is kept whole.
+        pick = D.limit_samples(len(parts[0]), cfg.limit, cfg.seed)
+        if pick is not None:
+            parts[0] = parts[0].subset(pick)
         label_names = parts[0].label_names
         for spec in cfg.extra_data:
             yield Status("data", f"loading extra training data {spec}")
@@ -616,9 +620,6 @@ class _Run:
                 spec, train=True, data_root=cfg.data_root, download=cfg.download, options=options,
                 label_names=label_names))))
         full = D.concatenate(parts)
-        pick = D.limit_samples(len(full), cfg.limit, cfg.seed)
-        if pick is not None:
-            full = full.subset(pick)
         if len(full) < 2:
             raise DataError(f"{full.description}: need at least 2 training images")
         train_idx, val_idx = D.validation_split(full.labels, cfg.val_fraction, cfg.seed)

@@ -35,6 +35,7 @@ import math
 import multiprocessing
 import os
 import stat
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -219,12 +220,13 @@ def _pool_context():
     """A start method that never forks a process holding torch/Qt threads.
 
     ``forkserver`` (Linux, macOS) starts one clean server that has imported only this
-    module (numpy, Pillow), then forks cheap workers from it; elsewhere ``spawn``. Both
-    work in a PyInstaller build when the entry point calls
-    ``multiprocessing.freeze_support()`` first.
+    module (numpy, Pillow), then forks cheap workers from it; elsewhere, and in a frozen
+    (PyInstaller) build, ``spawn`` - which needs the frozen entry point to call
+    ``multiprocessing.freeze_support()`` before anything else.
     """
     methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
+    # PyInstaller documents spawn (with freeze_support) for frozen apps; keep to it there.
+    if "forkserver" in methods and not getattr(sys, "frozen", False):
         ctx = multiprocessing.get_context("forkserver")
         # Without this the server would import the parent's __main__ (maybe the GUI).
         ctx.set_forkserver_preload([__name__])

@@ -96,7 +96,7 @@ class ImageLoader(QObject):
     thumbnailReady = Signal(int)                 # store row
     previewReady = Signal(int, object, str)      # store row, 28x28 array or None, error
 
-    def __init__(self, parent=None, capacity: int = 3000, threads: int = 2):
+    def __init__(self, parent=None, capacity: int = 1500, threads: int = 2):
         super().__init__(parent)
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(threads)

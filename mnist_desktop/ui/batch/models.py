@@ -36,6 +36,7 @@ class BatchResultModel(QAbstractTableModel):
         super().__init__(parent)
         self.store: ResultStore | None = None
         self._order: np.ndarray | None = None    # view row -> store row, when sorted
+        self._pos: np.ndarray | None = None      # store row -> view row (inverse of _order)
         self._sort: tuple[int, Qt.SortOrder] | None = None
         self._rows = 0      # rows announced to views (the store may already hold more)
         self.thumbnails = thumbnails
@@ -44,7 +45,7 @@ class BatchResultModel(QAbstractTableModel):
     def reset(self, store: ResultStore | None) -> None:
         self.beginResetModel()
         self.store = store
-        self._order = None
+        self._order = self._pos = None
         self._sort = None
         self._rows = 0 if store is None else len(store)
         self.endResetModel()
@@ -58,6 +59,7 @@ class BatchResultModel(QAbstractTableModel):
         self.beginInsertRows(QModelIndex(), first, first + len(new_rows) - 1)
         if self._order is not None:
             self._order = np.concatenate([self._order, np.arange(new_rows.start, new_rows.stop)])
+            self._pos = np.concatenate([self._pos, np.arange(first, first + len(new_rows))])
         self._rows += len(new_rows)
         self.endInsertRows()
 
@@ -65,10 +67,9 @@ class BatchResultModel(QAbstractTableModel):
         return int(self._order[row]) if self._order is not None else row
 
     def view_row(self, store_row: int) -> int:
-        if self._order is None:
-            return store_row
-        hits = np.flatnonzero(self._order == store_row)
-        return int(hits[0]) if len(hits) else -1
+        if not 0 <= store_row < self._rows:
+            return -1
+        return store_row if self._pos is None else int(self._pos[store_row])
 
     def refresh_row(self, store_row: int) -> None:
         r = self.view_row(store_row)
@@ -168,11 +169,13 @@ class BatchResultModel(QAbstractTableModel):
             keys = -keys
         self._order = np.argsort(keys, kind="stable") if column >= 0 else None
         self._sort = (column, order) if column >= 0 else None
-        if old:
-            pos = np.empty(self._rows, np.int64)
-            pos[self._order if self._order is not None else np.arange(self._rows)] = np.arange(self._rows)
-            for p, srow in old:
-                self.changePersistentIndex(p, self.index(int(pos[srow]), p.column()))
+        if self._order is None:
+            self._pos = None
+        else:
+            self._pos = np.empty(self._rows, np.int64)
+            self._pos[self._order] = np.arange(self._rows)
+        for p, srow in old:
+            self.changePersistentIndex(p, self.index(self.view_row(srow), p.column()))
         self.layoutChanged.emit()
 
     def resort(self) -> None:

@@ -444,6 +444,7 @@ class BatchWindow(QMainWindow):
         self.loader.reset()
         self.detail.clear()
         self.metrics.update_report(None)
+        self.tabs.setTabText(2, "Accuracy")
         self.store = None
         self._total = None
         self._exported = True
@@ -464,6 +465,8 @@ class BatchWindow(QMainWindow):
             self._runner.cancel()
 
     def _start(self, task, kind: str, on_progress=None) -> None:
+        if self._runner is not None:
+            self._runner.deleteLater()   # finished and joined: let Qt free its thread
         self._runner = TaskRunner(task, self)
         self._task_kind = kind
         if on_progress is not None:

@@ -296,3 +296,23 @@ def test_batch_action_opens_the_batch_window_or_says_it_is_missing(make_window, 
     else:
         assert w._batch_window.isVisible()
         w._batch_window.close()
+
+
+def test_system_theme_follows_the_platform_scheme(make_window, shared_worker, qtbot, monkeypatch):
+    import mnist_desktop.ui.theme as theme
+    w = make_window(worker=shared_worker)
+    w.set_theme("system")
+    # The offscreen platform cannot switch schemes: stand in for the desktop's answer and
+    # deliver the change as QStyleHints.colorSchemeChanged would.
+    monkeypatch.setattr(theme, "system_prefers_dark", lambda app: True)
+    w._on_system_scheme(Qt.ColorScheme.Dark)
+    assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 80
+    monkeypatch.setattr(theme, "system_prefers_dark", lambda app: False)
+    w._on_system_scheme(Qt.ColorScheme.Light)
+    assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() > 200
+    # An explicit choice is not overridden by the system.
+    w.set_theme("light")
+    monkeypatch.setattr(theme, "system_prefers_dark", lambda app: True)
+    w._on_system_scheme(Qt.ColorScheme.Dark)
+    assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() > 200
+    assert w.settings.theme == "light"

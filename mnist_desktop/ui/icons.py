@@ -170,7 +170,20 @@ def badge_pixmap(color: QColor, mark: str, size: int, dpr: float) -> QPixmap:
     return pm
 
 
+def _app(p: QPainter, c: QColor) -> None:
+    """The window icon: a digit "7" on an accent-coloured tile (fixed colours)."""
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(QColor("#2f6fdb"))
+    p.drawRoundedRect(QRectF(1, 1, 22, 22), 5, 5)
+    p.setPen(QPen(QColor("#ffffff"), 2.6, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
+    path = QPainterPath(QPointF(7, 6.5))
+    path.lineTo(17, 6.5)
+    path.lineTo(10.5, 18.5)
+    p.drawPath(path)
+
+
 _DRAW = {
+    "app": _app,
     "close": _close,
     "pen": _pen,
     "eraser": _eraser,

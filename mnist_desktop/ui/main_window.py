@@ -78,6 +78,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.setObjectName("mainWindow")
         self.setWindowTitle("MNIST Desktop")
+        self.setWindowIcon(make_icon("app"))
         self.setAccessibleName("MNIST Desktop")
         self.setAcceptDrops(True)
         self.store = store
@@ -343,10 +344,11 @@ class MainWindow(QMainWindow):
         form = QFormLayout()
         form.setContentsMargins(0, 0, 0, 0)
         form.setHorizontalSpacing(10)
-        model_label = QLabel("&Model")
+        # Mnemonics distinct from the menus (F, E, V, M, H): Alt+L, Alt+C.
+        model_label = QLabel("Mode&l")
         model_label.setObjectName("modelLabel")
         model_label.setBuddy(self.model_combo)
-        device_label = QLabel("De&vice")
+        device_label = QLabel("Devi&ce")
         device_label.setObjectName("deviceLabel")
         device_label.setBuddy(self.device_combo)
         form.addRow(model_label, self.model_combo)

@@ -306,6 +306,7 @@ def _pct(values, q) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print the figures; see the module docstring."""
     p = argparse.ArgumentParser(prog="python -m mnist_desktop.ui_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3, help="startup runs (default 3)")
     p.add_argument("--seconds", type=float, default=10.0, help="scribble length (default 10)")

@@ -85,9 +85,12 @@ def test_blank_canvas_shows_no_prediction(make_window, shared_worker, qtbot):
     assert w.display.label.text() == "" and w.display.confidence.text() == "Draw a digit"
     # A late answer for the cleared drawing must not bring the prediction back.
     draw_stroke(w.canvas, DIGITS["1"][0])
-    w.act_clear.trigger()
-    qtbot.wait(300)
-    assert w.display.prediction is None
+    in_flight = shared_worker._in_flight  # the stroke's first snapshot, sent at once
+    assert in_flight is not None
+    with qtbot.waitSignal(shared_worker.requestDropped, timeout=RESULT_TIMEOUT_MS,
+                          check_params_cb=lambda rid: rid == in_flight):
+        w.act_clear.trigger()
+    assert w.display.prediction is None and w.chart.probabilities is None
 
 
 def test_keyboard_undo_redo_clear(make_window, shared_worker, qtbot):

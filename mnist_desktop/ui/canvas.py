@@ -237,6 +237,7 @@ class DrawingCanvas(QWidget):
     # ------------------------------------------------------------------ public API
     @property
     def undo_stack(self) -> QUndoStack:
+        """The canvas's undo stack (one entry per stroke, erase, clear or image)."""
         return self._undo
 
     @property
@@ -278,6 +279,7 @@ class DrawingCanvas(QWidget):
             self.penWidthChanged.emit(width)
 
     def eraser_radius(self) -> float:
+        """Eraser radius in document units (follows the pen width)."""
         return max(6.0, self._pen_width * 1.2)
 
     def drawing(self):
@@ -345,6 +347,7 @@ class DrawingCanvas(QWidget):
         return self.sheet_rect().width() / DOC_SIZE
 
     def to_doc(self, pos: QPointF) -> tuple[float, float]:
+        """Widget position -> document coordinates, clamped to the sheet."""
         r = self.sheet_rect()
         s = r.width() / DOC_SIZE
         x = min(max((pos.x() - r.x()) / s, 0.0), DOC_SIZE)
@@ -352,6 +355,7 @@ class DrawingCanvas(QWidget):
         return x, y
 
     def to_widget(self, x: float, y: float) -> QPointF:
+        """Document coordinates -> widget position."""
         r = self.sheet_rect()
         s = r.width() / DOC_SIZE
         return QPointF(r.x() + x * s, r.y() + y * s)

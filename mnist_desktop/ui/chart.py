@@ -149,6 +149,7 @@ class ProbabilityChart(QWidget):
         return QRectF(plot.left() + i * slot + (slot - bw) / 2, plot.top(), bw, plot.height())
 
     def index_at(self, pos: QPointF) -> int:
+        """The class index under ``pos`` (widget coordinates), or -1."""
         g = self._row_geometry()
         if g is not None:
             ncols, nrows, col_w, row_h, top, *_rest = g

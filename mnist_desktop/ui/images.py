@@ -50,6 +50,7 @@ class ImageSource:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "ImageSource":
+        """A file to be decoded by the inference process."""
         return cls(name=Path(path).name, path=str(path))
 
     @classmethod

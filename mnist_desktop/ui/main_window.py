@@ -37,6 +37,7 @@ BROWSE = "__browse__"
 
 
 def default_model() -> str:
+    """Path of the bundled model."""
     from mnist_desktop.core.paths import default_model_path
     return str(default_model_path())
 
@@ -524,6 +525,7 @@ class MainWindow(QMainWindow):
         self.worker.load_model(self.model_path(), self.settings.device)
 
     def browse_model(self) -> None:
+        """Ask for a model file and use it."""
         from mnist_desktop.core.paths import user_models_dir
         start = str(Path(self.model_path()).parent if self.settings.model_path else user_models_dir())
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model file", start,
@@ -614,6 +616,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ images
     def open_dialog(self) -> None:
+        """Ask for image files and show them."""
         paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self.settings.last_dir,
                                                 IMAGE_FILE_FILTER)
         if paths:
@@ -647,6 +650,7 @@ class MainWindow(QMainWindow):
         self.canvas.show_image(ImageSource.from_qimage(image, name))
 
     def step_image(self, delta: int) -> None:
+        """Show the next (``delta`` 1) or previous (-1) of several opened images."""
         if len(self._images) > 1:
             self._show_image_at((self._image_index + delta) % len(self._images))
 

@@ -56,14 +56,14 @@ class TextLine(QWidget):
         return self._text
 
     def setText(self, text: str) -> None:
+        """Show ``text`` (repaints this line only)."""
         if text != self._text:
             self._text = text
             self.setAccessibleDescription(text)
-            self.setToolTip(text if len(text) > 40 else self.toolTip() if self._text_tip_fixed() else "")
+            if not self.property("fixedToolTip"):
+                # Long texts may be elided on screen; the tooltip shows them whole.
+                self.setToolTip(text)
             self.update()
-
-    def _text_tip_fixed(self) -> bool:
-        return bool(self.property("fixedToolTip"))
 
     def set_color(self, color: QColor | None, faint: bool = False) -> None:
         """Tint the text (None: the theme's text colour; ``faint``: placeholder colour)."""

@@ -34,6 +34,7 @@ def resolve_theme(app: QGuiApplication, theme: str) -> str:
 
 
 def light_palette() -> QPalette:
+    """The light theme for the Fusion style."""
     p = QPalette()
     roles = {
         QPalette.ColorRole.Window: "#f3f4f6",
@@ -63,6 +64,7 @@ def light_palette() -> QPalette:
 
 
 def dark_palette() -> QPalette:
+    """The dark theme for the Fusion style."""
     p = QPalette()
     roles = {
         QPalette.ColorRole.Window: "#1f2125",

@@ -71,6 +71,7 @@ class PreprocessOptions:
     snap_tolerance: float = 0.1   # no resampling when the scale is within 1 +- this
     trim: float = 0.002           # ink mass fraction trimmed at each bbox side (specks)
     min_contrast: float = 0.08    # peak ink contrast below this is "no ink"
+    noise_floor: float = 0.3      # large images: ink below this fraction of the peak is noise
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -301,8 +302,14 @@ def _box_blur(a: np.ndarray, r: int) -> np.ndarray:
     return ((c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)).astype(np.float32)
 
 
-def clean_ink(ink: np.ndarray, min_contrast: float) -> np.ndarray:
-    """Subtract the noise floor and scale the ink peak to 1. Raises EmptyInputError."""
+def clean_ink(ink: np.ndarray, min_contrast: float, noise_floor: float = 0.3) -> np.ndarray:
+    """Subtract the noise floor and scale the ink peak to 1. Raises EmptyInputError.
+
+    The floor is the background's median + 3 MAD. On a background saturated at pure white
+    more than half the pixels are exactly 0, so the MAD is 0 and would keep every speck of
+    sensor/JPEG noise; large images therefore also use at least ``noise_floor`` x peak.
+    Small (MNIST-style) images are left exact.
+    """
     flat = ink.ravel()
     peak = float(np.percentile(flat, 99.5)) if flat.size > 4000 else float(flat.max())
     if flat.size > 4000:
@@ -315,6 +322,8 @@ def clean_ink(ink: np.ndarray, min_contrast: float) -> np.ndarray:
     if floor >= peak * 0.5:
         # The "ink" is as common as the background: texture or a blank, not a drawing.
         raise EmptyInputError("nothing to classify (no distinct ink found)")
+    if flat.size > 4000:
+        floor = max(floor, noise_floor * peak)
     if floor <= 0 and peak >= 0.999:
         return ink
     return np.clip((ink - floor) / (peak - floor), 0.0, 1.0)
@@ -454,8 +463,15 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
                 raise EmptyInputError("nothing to classify (empty or non-2-D array)")
             gray = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
             alpha_ink = False
-        ink = clean_ink(gray_to_ink(gray, alpha_ink), opts.min_contrast)
+        ink = clean_ink(gray_to_ink(gray, alpha_ink), opts.min_contrast, opts.noise_floor)
     out = fit_and_center(ink, opts)
+    # Thin strokes lose peak intensity when shrunk to 20x20; give every input full-strength
+    # ink, as MNIST digits have (no-op for MNIST-style input).
+    peak = float(out.max())
+    if peak <= 1e-6:
+        raise EmptyInputError()
+    if peak < 0.999:
+        out = out / peak
     return gaussian_blur(out, opts.blur_sigma)
 
 

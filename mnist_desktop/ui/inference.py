@@ -171,10 +171,15 @@ class InferenceWorker(QObject):
             self._send(("load", *self._wanted))
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stop the process and join the reader thread. Safe to call twice."""
+        """Stop the process and join the reader thread. Safe to call twice.
+
+        A process still importing torch or loading a model cannot read the stop request;
+        it is given a fraction of ``timeout`` and then terminated, so closing the app
+        never hangs on a load.
+        """
         self._stopping = True
         self._pending = None
-        self._shutdown_process(timeout)
+        self._shutdown_process(timeout if self._ready else min(timeout, 0.3))
 
     def _shutdown_process(self, timeout: float) -> None:
         process, conn, reader = self._process, self._conn, self._reader
@@ -194,7 +199,7 @@ class InferenceWorker(QObject):
             process.kill()
             process.join(1.0)
         if reader is not None:
-            reader.wait(int(timeout * 1000))
+            reader.wait(3000)  # the child is gone, so the pipe is at EOF: returns at once
         conn.close()
         process.close()
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from PySide6.QtCore import QEvent, QModelIndex, QSize, Qt, Signal, Slot
+from PySide6.QtCore import QEvent, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QColor, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
-                               QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QListView, QMainWindow, QMessageBox, QProgressBar, QPushButton,
                                QRadioButton, QSplitter, QStyledItemDelegate, QTableView, QTableWidget,
                                QTableWidgetItem, QTabWidget, QToolBar, QVBoxLayout, QWidget)
@@ -517,7 +517,7 @@ class BatchWindow(QMainWindow):
             self.statusBar().showMessage(f"Exported {len(self.store):,} results to {display_path(result)}", 10000)
             self.exportFinished.emit(str(result))
         elif kind == "sort":
-            self._finish_sort(result)
+            self._finish_sort(result, cancelled)
         elif kind == "undo":
             self._finish_undo(result)
 
@@ -724,7 +724,7 @@ class BatchWindow(QMainWindow):
         self.progress.setValue(done)
         self.status.setText(f"Sorting: {done:,} / {total:,} files")
 
-    def _finish_sort(self, result) -> None:
+    def _finish_sort(self, result, cancelled: bool = False) -> None:
         if result is None:
             return
         self._last_sort_log = result.log_path
@@ -732,7 +732,8 @@ class BatchWindow(QMainWindow):
             self.store.relocate(result.placed)  # moved files: thumbnails and previews follow them
             self.model.dataChanged.emit(self.model.index(0, 0),
                                         self.model.index(self.model.rowCount() - 1, 0))
-        msg = f"Sorted {result.moved:,} files into {display_path(result.log_path.parent)}"
+        msg = (f"Sort cancelled after {result.moved:,} files" if cancelled else f"Sorted {result.moved:,} files") \
+            + f" into {display_path(result.log_path.parent)}"
         if result.failed:
             msg += f"; {len(result.failed):,} could not be placed"
         self.status.setText(msg + f". Undo log: {display_path(result.log_path.name)}")

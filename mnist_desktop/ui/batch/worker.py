@@ -38,9 +38,9 @@ class _Worker(QObject):
                     result = stop.value
                     break
                 self.progress.emit(item)
-                if self._cancel.is_set():
-                    gen.close()  # runs the generator's finally: worker processes are shut down
-                    break
+                # On cancel the generator is not closed from here: it sees should_cancel,
+                # stops at its next step and returns what it has (e.g. the undo log of a
+                # half-done sort), which ``finished`` then delivers.
         except Exception as e:  # report, never crash the app from a worker thread
             self.failed.emit(f"{type(e).__name__}: {e}".splitlines()[0])
             return
@@ -51,8 +51,8 @@ class TaskRunner(QObject):
     """Runs one :data:`Task` on its own QThread.
 
     ``cancel()`` may be called from the GUI thread at any time: the task's generator sees
-    it through ``should_cancel`` and is closed at its next step. ``stop()`` cancels and
-    joins the thread (use it on close).
+    it through ``should_cancel``, stops at its next step and returns normally.
+    ``stop()`` cancels and joins the thread (use it on close).
     """
 
     progress = Signal(object)        # each value the generator yields

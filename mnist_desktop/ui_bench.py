@@ -238,7 +238,7 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
         state["last_tick"] = now
         if state["i"] >= len(events):
             timer.stop()
-            QTimer.singleShot(300, app.quit)  # let the last prediction arrive
+            QTimer.singleShot(300, finish)  # let the last prediction arrive
             return
         kind, x, y = events[state["i"]]
         state["i"] += 1
@@ -247,6 +247,11 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
         # Posted, not sent: input arrives through the event loop like real mouse input.
         QCoreApplication.postEvent(canvas, QMouseEvent(t, pos, canvas.mapToGlobal(pos), button, buttons,
                                                        Qt.KeyboardModifier.NoModifier))
+
+    def finish():
+        # Measurement ends here: quitting closes the window (settings, worker join).
+        state["t_end"] = time.perf_counter()
+        app.quit()
 
     timer = QTimer()
     timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -258,12 +263,12 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
     app.exec()
     elapsed = time.perf_counter() - t_start
     state["measuring"] = False
-    measured = [iv for iv in intervals if iv[0] >= t_start]
+    measured = [iv for iv in intervals if t_start <= iv[0] and iv[1] <= state["t_end"]]
     busy = _merged_durations(measured)
     cpu = [iv[2] for iv in measured]
     if os.environ.get("UI_BENCH_DEBUG"):
         for a, b, c, what in sorted(measured, key=lambda iv: iv[1] - iv[0])[-12:]:
-            print(f"  slow dispatch: wall {_ms(b - a)} cpu {_ms(c)} {what}")
+            print(f"  slow dispatch: at {a - t_start:.3f} s wall {_ms(b - a)} cpu {_ms(c)} {what}")
         kinds = {}
         for a, b, c, what in measured:
             k = kinds.setdefault(what, [0, 0.0, 0.0])

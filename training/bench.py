@@ -13,6 +13,7 @@ output says so. Validation and checkpointing, a few percent of an epoch, are not
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -108,6 +109,12 @@ def main(argv=None) -> int:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.devices == "auto" \
         else [d.strip() for d in args.devices.split(",")]
     images, labels, source = load_bench_images()
+    try:
+        load = os.getloadavg()[0]
+        busy = " - other processes compete for the CPU, figures are lower bounds" if load > 0.5 else ""
+        print(f"machine: {os.cpu_count()} CPU cores, load average {load:.1f}{busy}")
+    except OSError:  # not available on Windows
+        pass
     print(f"data: {source}; resident on the device, batches gathered by index (no DataLoader)")
     print(f"method: {args.seconds:g} s of training steps per recipe after 5 warm-up steps, extrapolated "
           f"to one {EPOCH_IMAGES:,}-image epoch (validation and checkpointing not included)")
@@ -116,7 +123,8 @@ def main(argv=None) -> int:
         if device.startswith("cuda") and not torch.cuda.is_available():
             print(f"\n{device}: not available, skipped")
             continue
-        what = f"CPU, {torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name(device)
+        n = torch.get_num_threads()
+        what = f"CPU, {n} thread{'s' if n > 1 else ''}" if device == "cpu" else torch.cuda.get_device_name(device)
         print(f"\n{device} ({what})")
         print(f"{'recipe':<10} {'arch':<10} {'params':>9} {'batch':>5} {'aug':>4} {'steps':>6} "
               f"{'images/s':>10} {'s/60k epoch':>12}")

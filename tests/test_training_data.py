@@ -151,8 +151,8 @@ def test_labelled_image_folder_goes_through_preprocessing(mnist_train5k, tmp_pat
         i = int(path.rsplit("/", 1)[1].split(".")[0])
         assert data.label_names[data.labels[k]] == str(mnist_train5k.labels[i])
         np.testing.assert_allclose(data.images[k], preprocess(Image.open(path)), atol=1e-6)
-        # and it still looks like the MNIST original
-        assert np.corrcoef(data.images[k].ravel(), mnist_train5k.images[i].ravel())[0, 1] > 0.7
+        # dark-on-light input became the model's white-on-black ink
+        assert data.images[k].max() > 0.9 and data.images[k][:3].max() < 0.05
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=None, help="files per chunk (default: the engine's)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of engine + baseline, measured back to back (default 1); on a shared "
+                        "machine the median of the per-round ratios is the robust figure")
     args = p.parse_args(argv)
 
     from mnist_desktop.core.batch import DEFAULT_BATCH_SIZE, default_workers
@@ -240,25 +243,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {default_workers()} usable cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); model {predictor.meta.arch}; "
           f"workers {args.workers if args.workers is not None else default_workers()}, chunk {batch}")
+    cores = default_workers()
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         folder = generate_pngs(args.dir, args.files, size, args.mnist)
-        eng = run_engine(folder, predictor, args.workers, batch)
-        cores = default_workers()
-        print(f"{size}x{size} PNG, {eng['n']:,} files: engine {eng['rate']:,.0f} img/s "
-              f"({eng['seconds']:.2f} s incl. listing {eng['listing_s']:.2f} s; {eng['failed']} failed; "
-              f"accuracy {100 * eng['accuracy']:.2f}%); CPU {1e6 * eng['cpu_s'] / eng['n']:.0f} us/image "
-              f"(= {eng['n'] * cores / eng['cpu_s']:,.0f} img/s if {cores} cores were ours alone); "
-              f"peak memory, this process + {eng['processes'] - 1} child processes: "
-              f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB")
-        if args.baseline_files:
-            # One thread: a single 28x28 forward gains nothing from more, and idle OpenMP
-            # threads spinning on a busy machine would make the baseline look worse.
-            torch.set_num_threads(1)
-            base = run_baseline(folder, predictor, args.baseline_files)
-            print(f"{size}x{size} PNG, baseline one-at-a-time PIL+torch loop on {base['n']:,} files: "
-                  f"{base['rate']:,.0f} img/s, CPU {1e6 * base['cpu_s'] / base['n']:.0f} us/image "
-                  f"-> engine is {eng['rate'] / base['rate']:.1f}x faster")
-        sys.stdout.flush()
+        ratios, rates, cpu_rates = [], [], []
+        for rnd in range(1, args.repeat + 1):
+            tag = f"{size}x{size} PNG" + (f" round {rnd}" if args.repeat > 1 else "")
+            eng = run_engine(folder, predictor, args.workers, batch)
+            rates.append(eng["rate"])
+            cpu_rates.append(eng["n"] * cores / eng["cpu_s"])
+            print(f"{tag}, {eng['n']:,} files: engine {eng['rate']:,.0f} img/s "
+                  f"({eng['seconds']:.2f} s incl. listing {eng['listing_s']:.2f} s; {eng['failed']} failed; "
+                  f"accuracy {100 * eng['accuracy']:.2f}%); CPU {1e6 * eng['cpu_s'] / eng['n']:.0f} us/image "
+                  f"(= {cpu_rates[-1]:,.0f} img/s if {cores} cores were ours alone); "
+                  f"peak memory, this process + {eng['processes'] - 1} child processes: "
+                  f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB; "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
+            if args.baseline_files:
+                # One thread: a single 28x28 forward gains nothing from more, and idle OpenMP
+                # threads spinning on a busy machine would make the baseline look worse.
+                saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+                base = run_baseline(folder, predictor, args.baseline_files)
+                torch.set_num_threads(saved)
+                ratios.append(eng["rate"] / base["rate"])
+                print(f"{tag}, baseline one-at-a-time PIL+torch loop on {base['n']:,} files: "
+                      f"{base['rate']:,.0f} img/s, CPU {1e6 * base['cpu_s'] / base['n']:.0f} us/image "
+                      f"-> engine / baseline = {ratios[-1]:.1f}x", flush=True)
+        if args.repeat > 1:
+            print(f"{size}x{size} PNG summary over {args.repeat} rounds: engine median "
+                  f"{np.median(rates):,.0f} img/s (best {max(rates):,.0f}); CPU-bound estimate median "
+                  f"{np.median(cpu_rates):,.0f} img/s"
+                  + (f"; engine / baseline median {np.median(ratios):.1f}x" if ratios else ""), flush=True)
     return 0
 
 

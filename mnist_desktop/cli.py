@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The inference and decoding workers are spawned processes; in a frozen (PyInstaller)
+    # build the child re-enters here and must be diverted to the worker code.
+    import multiprocessing
+    multiprocessing.freeze_support()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

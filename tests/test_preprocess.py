@@ -230,3 +230,15 @@ def test_shifted_and_scaled_digits_get_the_same_prediction(mnist_test, default_m
         canvas.paste(big, (int(rng.integers(0, 28 * scale * 2)), int(rng.integers(0, 28 * scale))))
         agree += pred.predict(canvas).label == base
     assert agree / n >= 0.98
+
+
+def test_bold_upscaled_digits_keep_their_shape(mnist_train5k):
+    """Thick strokes in a large image are ink, not background to subtract (a local minimum
+    filter used to hollow them out)."""
+    corrs = []
+    for i in range(0, 5000, 100):
+        ref = preprocess(mnist_train5k.images[i])
+        for scale in (3, 8):
+            big = Image.fromarray(255 - mnist_train5k.images[i]).resize((28 * scale, 28 * scale), Image.BICUBIC)
+            corrs.append(_corr(preprocess(big), ref))
+    assert min(corrs) > 0.8 and np.median(corrs) > 0.93

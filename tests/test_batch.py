@@ -247,6 +247,22 @@ def test_worker_crash_blames_only_the_file_and_run_continues(tmp_path, mnist_tes
     assert len(bad) == 1 and "crash" in bad[0].path and "crashed" in bad[0].error
 
 
+def report_heavy_modules(paths, options):
+    """Decoder for the test below: says which heavy modules its worker process holds."""
+    import sys
+    heavy = sorted(m for m in ("torch", "PySide6", "mnist_desktop.core.predictor") if m in sys.modules)
+    return np.empty((0, 28, 28), np.float32), [",".join(heavy) or "clean"] * len(paths)
+
+
+def test_decoding_workers_never_import_torch_or_qt(tmp_path, predictor):
+    import sys
+    assert "torch" in sys.modules   # the parent has it: workers must not inherit it
+    (tmp_path / "a.png").write_bytes(b"x")
+    (r,) = [x for c in classify_chunks([tmp_path / "a.png"], predictor, workers=1,
+                                       decode_fn=report_heavy_modules) for x in c]
+    assert r.error == "clean"
+
+
 def test_bytes_and_non_utf8_paths(tmp_path, mnist_test, predictor):
     folder = os.fsencode(tmp_path)
     path = folder + b"/" + NON_UTF8

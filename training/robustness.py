@@ -15,8 +15,8 @@ of the 5k training subset (indices ``numpy.random.default_rng(VAL_SEED).permutat
 calibration non-digits, then writes the same weights with the new rule and all figures in
 ``meta.metrics`` to MODEL, and reports on that file. The test set never feeds a choice.
 
-    python scripts/robustness_report.py                      # the bundled model
-    python scripts/robustness_report.py --model m.safetensors --calibrate --output m-cal.safetensors
+    python -m training.robustness                      # the bundled model
+    python -m training.robustness --model m.safetensors --calibrate --output m-cal.safetensors
 
 The JSON goes to ``--json`` (default: beside the reported model, ``<model>.robustness.json``).
 """
@@ -59,11 +59,22 @@ def through_preprocess(images: np.ndarray, predictor: Predictor) -> np.ndarray:
     return np.stack([preprocess(im, predictor.options) for im in images])
 
 
-def validation_split(data: str, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The validation digits held out of the 5k training subset: the first ``size`` of
-    ``default_rng(seed).permutation(5000)``, the convention of the training scripts."""
+def validation_split(data: str, seed: int, size: int, meta=None) -> tuple[np.ndarray, np.ndarray]:
+    """The validation digits held out of the 5k training subset.
+
+    A model trained by :mod:`training` records its split (``val_fraction`` and ``seed`` in
+    ``meta.training``): those exact samples are used, so calibration never sees a training
+    image. Otherwise the first ``size`` of ``default_rng(seed).permutation(5000)``, the
+    convention of ``scripts/train_starter.py``.
+    """
     train = load_idx_folder(data, "train-5k")
-    idx = np.random.default_rng(seed).permutation(len(train.labels))[:size]
+    tr = (meta.training if meta is not None else {}) or {}
+    if "val_fraction" in tr and "seed" in tr and tr.get("split", "") in ("", "train-5k"):
+        from training.data import validation_split as stratified_split
+
+        _, idx = stratified_split(train.labels, float(tr["val_fraction"]), int(tr["seed"]))
+    else:
+        idx = np.random.default_rng(seed).permutation(len(train.labels))[:size]
     return train.images[idx], train.labels[idx]
 
 
@@ -72,7 +83,7 @@ def validation_split(data: str, seed: int, size: int) -> tuple[np.ndarray, np.nd
 def calibrate(predictor: Predictor, args) -> tuple[Any, dict[str, Any]]:
     """Temperature from validation NLL, then the rule from validation digits and
     calibration non-digits."""
-    images, labels = validation_split(args.data, args.val_seed, args.val_size)
+    images, labels = validation_split(args.data, args.val_seed, args.val_size, predictor.meta)
     val_logits = batched_logits(predictor, through_preprocess(images, predictor))
     temperature = fit_temperature(val_logits, labels)
     log(f"temperature {temperature:.4f} (validation NLL {nll(val_logits, labels):.4f} -> "
@@ -90,7 +101,7 @@ def calibrate(predictor: Predictor, args) -> tuple[Any, dict[str, Any]]:
         return expected_calibration_error(p / p.sum(1, keepdims=True), labels)
 
     figures = {
-        "validation": {"split": f"train-5k, default_rng({args.val_seed}).permutation(5000)[:{args.val_size}]",
+        "validation": {"split": _split_name(predictor.meta, args),
                        "n": int(len(labels)),
                        "accuracy": float((val_logits.argmax(1) == labels).mean()),
                        "nll_uncalibrated": nll(val_logits, labels), "nll": nll(val_logits, labels, temperature),
@@ -108,6 +119,13 @@ def calibrate(predictor: Predictor, args) -> tuple[Any, dict[str, Any]]:
     for m, c in choice.candidates.items():
         log(f"  {m:8s}: {100 * c['nondigit_flag_rate']:.2f}% calibration non-digits flagged")
     return choice, figures
+
+
+def _split_name(meta, args) -> str:
+    tr = meta.training or {}
+    if "val_fraction" in tr and "seed" in tr:
+        return f"train-5k, training.data.validation_split(labels, {tr['val_fraction']}, seed={tr['seed']})"
+    return f"train-5k, default_rng({args.val_seed}).permutation(5000)[:{args.val_size}]"
 
 
 # --------------------------------------------------------------------------- measurements
@@ -343,7 +361,7 @@ def write_calibrated(args, report: dict[str, Any]) -> None:
                        "held_out_from_training": nd["held_out_from_training"]["rate"]},
         "check": report["nondigit_check"],
         "mnist_test_flagged": test["flagged_uncertain"],
-        "command": "python scripts/robustness_report.py " + " ".join(args.argv),
+        "command": "python python -m training.robustness " + " ".join(args.argv),
     }
     dig = report["synthetic_digits"]
     metrics["synthetic_digits"] = {"n_drawings": args.n_digits, "seed": args.digit_seed,

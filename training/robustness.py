@@ -68,7 +68,7 @@ def validation_split(data: str, seed: int, size: int, meta=None) -> tuple[np.nda
     convention of ``scripts/train_starter.py``.
     """
     train = load_idx_folder(data, "train-5k")
-    tr = (meta.training if meta is not None else {}) or {}
+    tr = _recorded_config(meta)
     if "val_fraction" in tr and "seed" in tr and tr.get("split", "") in ("", "train-5k"):
         from training.data import validation_split as stratified_split
 
@@ -121,8 +121,15 @@ def calibrate(predictor: Predictor, args) -> tuple[Any, dict[str, Any]]:
     return choice, figures
 
 
+def _recorded_config(meta) -> dict[str, Any]:
+    """The TrainConfig a :mod:`training` run recorded in ``meta.training`` (or {})."""
+    tr = (meta.training if meta is not None else {}) or {}
+    cfg = tr.get("config", tr)
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def _split_name(meta, args) -> str:
-    tr = meta.training or {}
+    tr = _recorded_config(meta)
     if "val_fraction" in tr and "seed" in tr:
         return f"train-5k, training.data.validation_split(labels, {tr['val_fraction']}, seed={tr['seed']})"
     return f"train-5k, default_rng({args.val_seed}).permutation(5000)[:{args.val_size}]"

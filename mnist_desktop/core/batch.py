@@ -628,24 +628,30 @@ class ResultStore:
 
     def extend(self, results: Iterable[FileResult]) -> range:
         """Append results; returns the range of the new rows."""
-        start = self._n
-        for r in results:
-            if self._n == self._cap:
-                self._alloc(self._cap * 2)
-            i = self._n
+        results = list(results)
+        start, n = self._n, len(results)
+        if start + n > self._cap:
+            self._alloc(max(2 * self._cap, start + n))
+        ok_rows, ok_probs = [], []
+        for j, r in enumerate(results):
             self._paths.append(r.path)
             if r.probs is not None:
-                self.probs[i] = r.probs
-                self.predicted[i] = int(np.argmax(r.probs))
-                self.confidence[i] = float(np.max(r.probs))
-                self.uncertain[i] = bool(r.uncertain)
+                ok_rows.append(start + j)
+                ok_probs.append(r.probs)
+                self.uncertain[start + j] = r.uncertain
             else:
-                self._errors[i] = r.error or "no result"
-            if r.true_label is not None and r.true_label in self._index:
-                self.true_index[i] = self._index[r.true_label]
-            if r.corrected_label is not None and r.corrected_label in self._index:
-                self.corrected[i] = self._index[r.corrected_label]
-            self._n += 1
+                self._errors[start + j] = r.error or "no result"
+            if r.true_label is not None:
+                self.true_index[start + j] = self._index.get(r.true_label, -1)
+            if r.corrected_label is not None:
+                self.corrected[start + j] = self._index.get(r.corrected_label, -1)
+        if ok_rows:
+            # one vectorized write per chunk instead of per-row numpy calls
+            probs = np.stack(ok_probs)
+            self.probs[ok_rows] = probs
+            self.predicted[ok_rows] = probs.argmax(axis=1)
+            self.confidence[ok_rows] = probs.max(axis=1)
+        self._n += n
         return range(start, self._n)
 
     def path(self, i: int) -> str:

@@ -199,6 +199,8 @@ def test_report(predictor: Predictor, data: str) -> dict[str, Any]:
             "ece_uncalibrated": expected_calibration_error(apply_uncertainty(
                 logits, _with_temperature(predictor.meta, 1.0))[0], test.labels),
             "flagged_uncertain": float(unc.mean()),
+            "per_class_recall": {lab: float((probs.argmax(1)[test.labels == i] == i).mean())
+                                 for i, lab in enumerate(predictor.labels) if (test.labels == i).any()},
             "accuracy_unflagged": float((probs.argmax(1) == test.labels)[~unc].mean()) if (~unc).any() else None}
 
 
@@ -360,6 +362,10 @@ def write_calibrated(args, report: dict[str, Any]) -> None:
     metrics = dict(meta.metrics)
     metrics.setdefault("test_ece_uncalibrated", test["ece_uncalibrated"])
     metrics["test_ece"] = test["ece"]
+    metrics["test_accuracy"] = test["accuracy"]
+    metrics["test_data"] = f"MNIST official test set ({test['n']} images), through the preprocessing path"
+    metrics["test_per_class_recall"] = test["per_class_recall"]
+    metrics["test_flagged_uncertain"] = test["flagged_uncertain"]
     metrics["calibration"] = report["calibration"]
     metrics["not_a_digit"] = {
         "evaluation": {"purpose": "evaluation", "seed": nd["seed"], "n_generated": nd["n_generated"],

@@ -120,6 +120,16 @@ def outlier_exposure(model, x_train, y_train, x_val, y_val, nondigits, cfg, *, e
         yield {"epoch": epoch + 1, "epochs": epochs, "loss": total / count, "val_accuracy": val_acc}
 
 
+def _result(loader):
+    """Run a :mod:`training.data` loader generator to its returned dataset, logging status."""
+    while True:
+        try:
+            ev = next(loader)
+        except StopIteration as stop:
+            return stop.value
+        log(f"stage 2: {getattr(ev, 'message', ev)}")
+
+
 def stage_outlier_exposure(run_dir: Path, args) -> Path:
     import torch
 
@@ -131,7 +141,10 @@ def stage_outlier_exposure(run_dir: Path, args) -> Path:
     cfg = read_config(run_dir)
     loaded = load_model(run_dir / "best.safetensors")
     model, meta = loaded.model, loaded.meta
-    full = load_source(cfg.data, train=True, split=cfg.split, data_root=cfg.data_root, download=cfg.download)
+    if cfg.extra_data or cfg.limit:
+        raise SystemExit("stage 2 supports the plain flagship data setup (no --extra-data / --limit)")
+    full = _result(load_source(cfg.data, train=True, split=cfg.split, data_root=cfg.data_root,
+                               download=cfg.download, options=cfg.preprocess_options()))
     tr_idx, va_idx = validation_split(full.labels, cfg.val_fraction, cfg.seed)
     x = torch.from_numpy(np.asarray(full.images, np.float32) / (255.0 if full.images.dtype == np.uint8 else 1.0))
     x = x.reshape(len(x), 1, 28, 28)
@@ -155,6 +168,9 @@ def stage_outlier_exposure(run_dir: Path, args) -> Path:
         "learning_rate": args.oe_lr, "weight": args.oe_weight, "seconds": round(time.time() - t0, 1),
         "val_accuracy_before": before, "val_accuracy_after": after}}
     meta.metrics = {**meta.metrics, "val_accuracy": after}
+    meta.name = "flagship"
+    meta.description = ("Flagship: compact CNN trained on the 5,000-image MNIST subset with heavy "
+                        "augmentation and outlier exposure to generated non-digits; calibrated.")
     out = run_dir / "outlier-exposure.safetensors"
     save_model(out, model, meta)
     log(f"stage 2: validation accuracy {100 * before:.2f}% -> {100 * after:.2f}%; wrote {out}")
@@ -169,7 +185,8 @@ def stage_calibrate(model_path: Path, args) -> dict[str, Any]:
     report_json = Path(args.output).with_suffix(".robustness.json")
     argv = ["--model", str(model_path), "--data", args.test_data, "--calibrate", "--output", args.output,
             "--json", str(report_json), "--threads", str(args.threads or 1),
-            "--target-digit-rate", str(args.target_digit_rate)]
+            "--target-digit-rate", str(args.target_digit_rate), "--n-digits", str(args.n_digits),
+            "--n-nondigits", str(args.n_nondigits), "--n-calibration", str(args.n_calibration)]
     if robustness.main(argv) != 0:
         raise SystemExit("calibration failed")
     return json.loads(report_json.read_text())
@@ -299,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oe-lr", type=float, default=3e-4)
     ap.add_argument("--oe-weight", type=float, default=0.5)
     ap.add_argument("--target-digit-rate", type=float, default=0.003)
+    ap.add_argument("--n-digits", type=int, default=5000, help="generated digit drawings to measure")
+    ap.add_argument("--n-nondigits", type=int, default=3000, help="generated evaluation non-digits")
+    ap.add_argument("--n-calibration", type=int, default=3000, help="generated calibration non-digits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     args = ap.parse_args(argv)

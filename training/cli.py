@@ -60,10 +60,11 @@ _FIELDS = {
     "batch_size": "batch_size", "learning_rate": "learning_rate", "optimizer": "optimizer",
     "momentum": "momentum", "weight_decay": "weight_decay", "scheduler": "scheduler",
     "label_smoothing": "label_smoothing", "mean": "mean", "std": "std", "seed": "seed",
-    "device": "device", "threads": "threads", "val_fraction": "val_fraction", "patience": "patience",
+    "device": "device", "threads": "threads", "val_fraction": "val_fraction", "val_seed": "val_seed", "patience": "patience",
     "select_metric": "select_metric", "output": "output", "name": "name",
     "uncertainty_threshold": "uncertainty_threshold", "eval_batch_size": "eval_batch_size",
-    "step_event_interval": "step_event_interval",
+    "step_event_interval": "step_event_interval", "distill_weight": "distill_weight",
+    "distill_temperature": "distill_temperature",
 }
 _AUGMENT = ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "elastic_p", "thickness")
 _RESUME_OK = {"device", "threads", "step_event_interval"}
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--test-split", metavar="NAME", help="IDX test split (default test)")
     d.add_argument("--labels", metavar="A,B,...", help="class names (default: from the data)")
     d.add_argument("--limit", type=int, metavar="N", help="use a seeded subset of N images of --data")
+    d.add_argument("--val-seed", type=int, metavar="N", help="seed of the validation split (default: --seed)")
     d.add_argument("--val-fraction", type=float, metavar="F", help="fraction held out for validation")
 
     m = p.add_argument_group("model and optimization")
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--label-smoothing", type=float, metavar="EPS")
     m.add_argument("--patience", type=int, metavar="N", help="early stopping after N epochs without a new best (0 = off)")
     m.add_argument("--select-metric", choices=["val_accuracy", "val_loss"])
+    m.add_argument("--teacher", action="append", metavar="MODEL",
+                   help="distill from this model file (repeatable: the teachers' mean prediction)")
+    m.add_argument("--distill-weight", type=float, metavar="W", help="weight of the distillation loss, 0..1")
+    m.add_argument("--distill-temperature", type=float, metavar="T", help="softening temperature (default 2)")
 
     a = p.add_argument_group("augmentation (on the training device)")
     a.add_argument("--rotation", type=float, metavar="DEG")
@@ -158,6 +164,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a) is not None}
     if args.extra_data:
         o["extra_data"] = list(args.extra_data)
+    if args.teacher:
+        o["teachers"] = list(args.teacher)
     if args.no_download:
         o["download"] = False
     if args.labels:

@@ -82,6 +82,10 @@ class TrainConfig:
     scheduler: str = "none"
     scheduler_args: dict[str, Any] = field(default_factory=dict)
     label_smoothing: float = 0.0
+    # knowledge distillation: soft targets from the mean prediction of these model files
+    teachers: list[str] = field(default_factory=list)
+    distill_weight: float = 0.0        # loss = (1 - w) * CE(labels) + w * T^2 * KL(teachers || model)
+    distill_temperature: float = 2.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # input
     mean: float = 0.1307
@@ -92,6 +96,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0               # torch CPU threads; 0 = torch's default
     val_fraction: float = 0.1
+    val_seed: int = -1             # seed of the validation split; -1 = ``seed`` (teachers of one
+                                   # student share a split while differing in seed)
     patience: int = 0              # early stopping after this many epochs without a new best; 0 = off
     select_metric: str = "val_accuracy"
     uncertainty_threshold: float = 0.5
@@ -150,7 +156,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line) for any unusable value."""
         ints = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 0, "patience": 0,
-                "threads": 0, "seed": 0}
+                "threads": 0, "seed": 0, "val_seed": -1}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -164,6 +170,14 @@ class TrainConfig:
             v = getattr(self, name)
             if not _finite(v) or (name != "mean" and v < 0):
                 raise ConfigError(f"{name} must be a finite number >= 0 (got {v!r})")
+        if not isinstance(self.teachers, list) or not all(isinstance(t, str) and t for t in self.teachers):
+            raise ConfigError("teachers must be a list of model file paths")
+        if not _finite(self.distill_weight) or not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"distill_weight must be between 0 and 1 (got {self.distill_weight!r})")
+        if not _finite(self.distill_temperature) or self.distill_temperature <= 0:
+            raise ConfigError(f"distill_temperature must be > 0 (got {self.distill_temperature!r})")
+        if self.distill_weight > 0 and not self.teachers:
+            raise ConfigError("distill_weight > 0 needs at least one --teacher model file")
         if self.label_smoothing >= 1:
             raise ConfigError("label_smoothing must be < 1")
         if not 0 <= self.val_fraction <= 0.5:
@@ -205,6 +219,11 @@ class TrainConfig:
                 or a.rotation > 180 or a.shear >= 80:
             raise ConfigError("augmentation amplitude out of range (translate <= 0.5, scale < 1, "
                               "elastic_p <= 1, thickness <= 1, rotation <= 180, shear < 80)")
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the validation split."""
+        return self.seed if self.val_seed < 0 else self.val_seed
 
     def preprocess_options(self):
         """The :class:`~mnist_desktop.core.preprocess.PreprocessOptions` of this run."""

@@ -272,6 +272,8 @@ class StepFunction:
         self.scheduler = scheduler if per_step_scheduler else None
         self.gen = aug_generator
         self.augment = cfg.augment if cfg.augment.enabled and aug_generator is not None else None
+        self.teachers = load_teachers(cfg, next(model.parameters()).device) \
+            if cfg.teachers and cfg.distill_weight > 0 else []
 
     def __call__(self, images, labels):
         """``images`` ``(B, 28, 28)`` uint8 or [0, 1] float on the device; returns the
@@ -287,12 +289,57 @@ class StepFunction:
         x = (x - self.cfg.mean) / self.cfg.std
         logits = self.model(x)
         loss = self.F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        if self.teachers:
+            loss = (1 - self.cfg.distill_weight) * loss + self.cfg.distill_weight * self._distill_loss(x, logits)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         return loss.detach(), (logits.detach().argmax(1) == labels).sum()
+
+
+    def _distill_loss(self, x, logits):
+        """Hinton et al. (2015): KL divergence to the teachers' mean softened prediction on
+        the same augmented batch, scaled by T^2 so its gradients match the hard loss."""
+        import torch
+
+        t = self.cfg.distill_temperature
+        with torch.no_grad():
+            target = torch.stack([torch.softmax(m(x) / t, dim=1) for m in self.teachers]).mean(0)
+        log_p = self.F.log_softmax(logits / t, dim=1)
+        return self.F.kl_div(log_p, target, reduction="batchmean") * (t * t)
+
+
+def load_teachers(cfg: TrainConfig, device) -> list:
+    """The teacher networks of ``cfg`` in eval mode on ``device``.
+
+    Raises
+    ------
+    TrainingError
+        One line when a file cannot be loaded or does not fit the run (labels, input).
+    """
+    from mnist_desktop.core.checkpoint import CheckpointError, load_model
+
+    teachers = []
+    for path in cfg.teachers:
+        try:
+            loaded = load_model(path)
+        except CheckpointError as e:
+            raise TrainingError("config", f"teacher model: {e}") from None
+        norm = loaded.meta.normalization
+        if (norm.mean, norm.std) != (cfg.mean, cfg.std):
+            raise TrainingError("config", f"teacher {path} normalizes with mean/std {norm.mean}/{norm.std}, "
+                                f"the run with {cfg.mean}/{cfg.std}")
+        if cfg.labels and loaded.meta.labels != list(cfg.labels):
+            raise TrainingError("config", f"teacher {path} has other class labels than the run")
+        from mnist_desktop.core.models import fuse_for_inference
+
+        model = fuse_for_inference(loaded.model.to(device).eval())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        teachers.append(model)
+    return teachers
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -622,7 +669,7 @@ class _Run:
         full = D.concatenate(parts)
         if len(full) < 2:
             raise DataError(f"{full.description}: need at least 2 training images")
-        train_idx, val_idx = D.validation_split(full.labels, cfg.val_fraction, cfg.seed)
+        train_idx, val_idx = D.validation_split(full.labels, cfg.val_fraction, cfg.split_seed)
         train_set, val_set = full.subset(train_idx), full.subset(val_idx)
         if len(val_set) == 0:
             yield Log(level="warning", message="no validation data (val_fraction 0 or too little data): "

@@ -145,7 +145,7 @@ def stage_outlier_exposure(run_dir: Path, args) -> Path:
         raise SystemExit("stage 2 supports the plain flagship data setup (no --extra-data / --limit)")
     full = _result(load_source(cfg.data, train=True, split=cfg.split, data_root=cfg.data_root,
                                download=cfg.download, options=cfg.preprocess_options()))
-    tr_idx, va_idx = validation_split(full.labels, cfg.val_fraction, cfg.seed)
+    tr_idx, va_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed)
     x = torch.from_numpy(np.asarray(full.images, np.float32) / (255.0 if full.images.dtype == np.uint8 else 1.0))
     x = x.reshape(len(x), 1, 28, 28)
     y = torch.from_numpy(np.asarray(full.labels, np.int64))

@@ -72,7 +72,9 @@ def validation_split(data: str, seed: int, size: int, meta=None) -> tuple[np.nda
     if "val_fraction" in tr and "seed" in tr and tr.get("split", "") in ("", "train-5k"):
         from training.data import validation_split as stratified_split
 
-        _, idx = stratified_split(train.labels, float(tr["val_fraction"]), int(tr["seed"]))
+        split_seed = int(tr.get("val_seed", -1))
+        _, idx = stratified_split(train.labels, float(tr["val_fraction"]),
+                                  int(tr["seed"]) if split_seed < 0 else split_seed)
     else:
         idx = np.random.default_rng(seed).permutation(len(train.labels))[:size]
     return train.images[idx], train.labels[idx]
@@ -131,7 +133,8 @@ def _recorded_config(meta) -> dict[str, Any]:
 def _split_name(meta, args) -> str:
     tr = _recorded_config(meta)
     if "val_fraction" in tr and "seed" in tr:
-        return f"train-5k, training.data.validation_split(labels, {tr['val_fraction']}, seed={tr['seed']})"
+        seed = tr["seed"] if int(tr.get("val_seed", -1)) < 0 else tr["val_seed"]
+        return f"train-5k, training.data.validation_split(labels, {tr['val_fraction']}, seed={seed})"
     return f"train-5k, default_rng({args.val_seed}).permutation(5000)[:{args.val_size}]"
 
 

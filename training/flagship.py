@@ -4,10 +4,13 @@
 
 Stages
 ------
-1. **Digits.** The ``flagship`` recipe (:mod:`training.recipes`) through the training
-   engine: compact CNN, AdamW + OneCycle, label smoothing, affine + elastic + stroke
-   thickness augmentation; the checkpoint is picked on the validation split (10% of the
-   training data, stratified, seeded); resumable like any run.
+1. **Digits.** Three teachers: the ``flagship`` recipe (:mod:`training.recipes`) with
+   seeds 0, 1, 2 (compact CNN, AdamW + OneCycle, label smoothing, affine + elastic +
+   stroke thickness augmentation). Then the student, the same recipe distilled from the
+   teachers' mean softened prediction on each augmented batch (Hinton et al., 2015). All
+   runs share one validation split (10% of the training data, stratified, seeded), which
+   picks their checkpoints; each is resumable like any run. The student is as small and
+   fast as one teacher.
 2. **Outlier exposure** (Hendrycks et al., 2019). A short fine-tune on the same digits
    plus generated non-digits (letters, scribbles, shapes, blobs, several symbols: the
    ``train`` seeds of :mod:`mnist_desktop.core.synth`, never the calibration or evaluation
@@ -44,35 +47,55 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- stage 1
 
-def train_digits(args) -> Path:
-    """Run (or resume) the flagship recipe; returns the run folder."""
-    from training.engine import train
+def _run_to_end(events, label: str) -> Path:
     from training.events import Cancelled, EpochEnd, Failed, Finished
-    from training.recipes import recipe_config
 
-    if args.stage1_run and (Path(args.stage1_run) / "best.safetensors").exists() \
-            and not (Path(args.stage1_run) / "state.pt").exists():
-        log(f"stage 1: reusing finished run {args.stage1_run}")
-        return Path(args.stage1_run)
-    if args.stage1_run:
-        events = train(resume=args.stage1_run)
-    else:
-        overrides: dict[str, Any] = {"data": args.data, "output": args.runs, "seed": args.seed,
-                                     "threads": args.threads, "step_event_interval": 5.0}
-        if args.epochs:
-            overrides["epochs"] = args.epochs
-        cfg = recipe_config("flagship").replace(name="flagship-stage1", **overrides)
-        events = train(cfg)
     for ev in events:
         if isinstance(ev, EpochEnd):
-            log(f"stage 1: epoch {ev.epoch}/{ev.epochs} train loss {ev.train_loss:.4f} "
+            log(f"{label}: epoch {ev.epoch}/{ev.epochs} train loss {ev.train_loss:.4f} "
                 f"val acc {100 * (ev.val_accuracy or 0):.2f}%{' *' if ev.is_best else ''}")
         elif isinstance(ev, (Failed, Cancelled)):
-            raise SystemExit(f"stage 1 did not finish: {getattr(ev, 'message', '')} "
-                             f"(resume with --stage1-run {ev.run_dir})")
+            raise SystemExit(f"{label} did not finish: {getattr(ev, 'message', '')} "
+                             f"(resume with python -m training --resume {ev.run_dir})")
         elif isinstance(ev, Finished):
             return Path(ev.run_dir)
-    raise SystemExit("stage 1 ended without a result")
+    raise SystemExit(f"{label} ended without a result")
+
+
+def _finished(run: str | None) -> bool:
+    return bool(run) and (Path(run) / "best.safetensors").exists() and not (Path(run) / "state.pt").exists()
+
+
+def train_run(label: str, reuse: str | None, args, **overrides) -> Path:
+    """Train the flagship recipe with ``overrides``; reuse a finished run folder or resume
+    an unfinished one when ``reuse`` names it."""
+    from training.engine import train
+    from training.recipes import recipe_config
+
+    if _finished(reuse):
+        log(f"{label}: reusing finished run {reuse}")
+        return Path(reuse)
+    if reuse:
+        return _run_to_end(train(resume=reuse), label)
+    base: dict[str, Any] = {"data": args.data, "output": args.runs, "threads": args.threads,
+                            "val_seed": args.seed, "step_event_interval": 5.0}
+    if args.epochs:
+        base["epochs"] = args.epochs
+    cfg = recipe_config("flagship").replace(**base, **overrides)
+    return _run_to_end(train(cfg), label)
+
+
+def train_digits(args) -> Path:
+    """Stage 1: ``--teachers`` runs of the flagship recipe (seeds ``seed .. seed+K-1``, one
+    shared validation split), then the student distilled from their mean prediction."""
+    reuse = list(args.teacher_runs or [])
+    teachers = []
+    for i in range(args.teachers):
+        run = train_run(f"teacher {i + 1}/{args.teachers}", reuse[i] if i < len(reuse) else None, args,
+                        seed=args.seed + i, name=f"flagship-teacher{i + 1}")
+        teachers.append(str(run / "best.safetensors"))
+    distill = {"teachers": teachers, "distill_weight": args.distill_weight} if teachers else {}
+    return train_run("student", args.student_run, args, seed=args.seed, name="flagship-student", **distill)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -251,7 +274,9 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         f"- Stage 1: {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, {cfg.get('optimizer')} "
         f"lr {cfg.get('learning_rate')} ({cfg.get('scheduler')}), weight decay {cfg.get('weight_decay')}, "
         f"label smoothing {cfg.get('label_smoothing')}, augmentation {json.dumps(cfg.get('augment', {}))}, "
-        f"seed {cfg.get('seed')}.",
+        f"seed {cfg.get('seed')}; distilled from {len(cfg.get('teachers', []))} teacher runs of the same "
+        f"recipe (seeds {cfg.get('seed')}..{cfg.get('seed', 0) + max(len(cfg.get('teachers', [])) - 1, 0)}, "
+        f"weight {cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')}).",
         f"- Stage 2 (outlier exposure): {oe.get('epochs')} epochs, lr {oe.get('learning_rate')}, "
         f"weight {oe.get('weight')}, {oe.get('images')} generated non-digits; validation accuracy "
         f"{100 * oe.get('val_accuracy_before', float('nan')):.2f}% -> {100 * oe.get('val_accuracy_after', float('nan')):.2f}%.",
@@ -309,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="IDX folder with the MNIST test set and train-5k (measurement and calibration digits)")
     ap.add_argument("--output", default=str(default_model_path()))
     ap.add_argument("--runs", default="runs")
-    ap.add_argument("--stage1-run", default=None, help="reuse or resume this stage-1 run folder")
-    ap.add_argument("--epochs", type=int, default=None, help="override stage-1 epochs")
+    ap.add_argument("--teachers", type=int, default=3, help="teacher runs to distill from (0 = none)")
+    ap.add_argument("--teacher-runs", nargs="*", default=None, metavar="RUN",
+                    help="reuse (or resume) these teacher run folders, in order")
+    ap.add_argument("--distill-weight", type=float, default=0.7)
+    ap.add_argument("--student-run", default=None, help="reuse or resume this student run folder")
+    ap.add_argument("--epochs", type=int, default=None, help="override the epochs of every stage-1 run")
     ap.add_argument("--oe-images", type=int, default=6000)
     ap.add_argument("--oe-epochs", type=int, default=8)
     ap.add_argument("--oe-lr", type=float, default=3e-4)

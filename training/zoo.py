@@ -73,11 +73,12 @@ def measure_model(model_path: str | Path, data: str) -> dict[str, Any]:
             "parameters": count_parameters(pred.model), "size_kb": Path(model_path).stat().st_size / 1024}
 
 
-def run_recipe(name: str, data: str, runs: str, seed: int, epochs: int | None) -> dict[str, Any]:
+def run_recipe(name: str, data: str, runs: str, seed: int, epochs: int | None, threads: int = 0) -> dict[str, Any]:
     from training.engine import train
     from training.events import Failed, Finished
 
-    overrides: dict[str, Any] = {"data": data, "test_data": data, "output": runs, "seed": seed}
+    overrides: dict[str, Any] = {"data": data, "test_data": data, "output": runs, "seed": seed,
+                                 "threads": threads}
     if epochs:
         overrides["epochs"] = epochs
     cfg = recipe_config(name).replace(name=f"zoo-{name}", **overrides)
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipes", default=",".join(REFERENCE), help="comma-separated recipe names")
     ap.add_argument("--runs", default="runs", help="folder for the run folders")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0 = default)")
     ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick look)")
     ap.add_argument("--shipped", default=None, help="also list this model file (default: the bundled model)")
     ap.add_argument("--output", default="docs/MODELS.md")
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(previous[name])
             continue
         print(f"training {name} ...", file=sys.stderr, flush=True)
-        rows.append(run_recipe(name, args.data, args.runs, args.seed, args.epochs))
+        rows.append(run_recipe(name, args.data, args.runs, args.seed, args.epochs, args.threads))
         r = rows[-1]
         print(f"{name}: test accuracy {100 * r['accuracy']:.2f}%, {r['parameters']:,} parameters, "
               f"{r['train_s']:.0f} s, {r['latency_ms']:.3f} ms", flush=True)
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(f"shipped: test accuracy {100 * r['accuracy']:.2f}%", flush=True)
     command = "python -m training.zoo " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
-                                                   if a != "--reuse")
+                                                   if a not in ("--reuse",))
     text = markdown(rows, args.data, command.strip())
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -51,3 +51,17 @@ def _isolated_user_data(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def mnist_test_pngs(mnist_test, tmp_path_factory):
+    """The MNIST test set exported as 10,000 PNG files (written once per session)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("mnist_test_png")
+    paths = []
+    for i, im in enumerate(mnist_test.images):
+        p = folder / f"{i:05d}.png"
+        Image.fromarray(im).save(p, compress_level=1)
+        paths.append(p)
+    return folder, paths

@@ -90,7 +90,7 @@ def test_classify_help_documents_exit_status():
     assert "exit status" in out and "--top-k" in out and "--recursive" in out
 
 
-def test_png_export_of_mnist_test_matches_raw_tensor_accuracy(tmp_path, mnist_test, default_model):
+def test_png_export_of_mnist_test_matches_raw_tensor_accuracy(mnist_test, mnist_test_pngs, default_model):
     """The preprocessing path leaves MNIST-style input alone: accuracy through PNG files and
     the classify engine is within 0.1 point of evaluating the raw tensors."""
     from mnist_desktop.core.batch import classify_files
@@ -100,11 +100,7 @@ def test_png_export_of_mnist_test_matches_raw_tensor_accuracy(tmp_path, mnist_te
     raw = np.concatenate([pred.probabilities(mnist_test.images[i:i + 2000].astype(np.float32) / 255)[0]
                           for i in range(0, 10000, 2000)])
     raw_acc = float((raw.argmax(1) == mnist_test.labels).mean())
-    paths = []
-    for i, im in enumerate(mnist_test.images):
-        p = tmp_path / f"{i:05d}.png"
-        Image.fromarray(im).save(p, compress_level=1)
-        paths.append(p)
+    _, paths = mnist_test_pngs
     results = list(classify_files(paths, pred, batch_size=500, workers=0))
     assert all(r.ok for r in results)
     png_acc = float(np.mean([int(r.prediction) == y for r, y in zip(results, mnist_test.labels)]))

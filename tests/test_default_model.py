@@ -1,0 +1,41 @@
+"""The committed default model: its model card's figures hold on the real test set."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from mnist_desktop.cli import main
+from mnist_desktop.core.checkpoint import read_meta
+
+
+def test_model_card_accuracy_holds_through_the_classify_path(default_model, mnist_test, mnist_test_pngs,
+                                                            tmp_path, capsys):
+    meta = read_meta(default_model)
+    recorded = meta.metrics.get("test_accuracy")
+    assert recorded is not None, "the default model must record its MNIST test accuracy"
+    folder, _ = mnist_test_pngs
+    out = tmp_path / "results.csv"
+    assert main(["classify", str(folder), "--model", str(default_model), "--device", "cpu",
+                 "--output", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert len(rows) == 10000
+    pred = {int(r["path"][-9:-4]): r["prediction"] for r in rows}
+    acc = float(np.mean([pred[i] == str(y) for i, y in enumerate(mnist_test.labels)]))
+    assert abs(acc - recorded) <= 0.0005, (acc, recorded)
+
+
+def test_model_card_sits_beside_the_model_and_matches_it(default_model):
+    meta = read_meta(default_model)
+    card = default_model.with_suffix(".md")
+    if meta.name == "starter":
+        pytest.skip("the starter model has no model card")
+    text = card.read_text(encoding="utf-8")
+    assert f"{100 * meta.metrics['test_accuracy']:.2f}%" in text
+    assert "python -m training.flagship" in text
+    assert meta.metrics["test_accuracy"] >= 0.99
+    # self-describing: everything needed to use the model is in the file
+    assert meta.labels == [str(i) for i in range(10)] and meta.preprocess and meta.versions
+    assert meta.uncertainty.temperature > 0 and meta.data_fingerprint.startswith("sha256:")

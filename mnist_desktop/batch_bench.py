@@ -173,7 +173,6 @@ class PeakMemory:
 def run_engine(folder: Path, predictor, workers: int | None, batch_size: int) -> dict:
     """Listing + decoding + preprocessing + inference, results kept in a ResultStore."""
     from mnist_desktop.core.batch import ResultStore, classify_with_progress, collect_files
-    from mnist_desktop.core.data import label_from_parent
 
     labels = predictor.labels
     with PeakMemory() as mem:
@@ -182,7 +181,7 @@ def run_engine(folder: Path, predictor, workers: int | None, batch_size: int) ->
         t_list = time.perf_counter() - t0
         store = ResultStore(labels)
         for prog in classify_with_progress(files, predictor, workers=workers, batch_size=batch_size,
-                                           true_label=lambda p: label_from_parent(p, labels)):
+                                           folder_labels=labels):
             store.extend(prog.results)
         elapsed = time.perf_counter() - t0
     rep = store.report()

@@ -130,7 +130,6 @@ def cmd_classify(args) -> int:
 
     from mnist_desktop.core.batch import (FileResult, ResultStore, classify_with_progress, collect_files,
                                           csv_header, csv_row, display_path, write_results)
-    from mnist_desktop.core.data import label_from_parent
     from mnist_desktop.core.metrics import format_confusion
 
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
@@ -170,8 +169,7 @@ def cmd_classify(args) -> int:
     interrupted = False
     try:
         for prog in classify_with_progress(files, predictor, batch_size=args.batch_size,
-                                           workers=args.workers,
-                                           true_label=lambda p: label_from_parent(p, labels)):
+                                           workers=args.workers, folder_labels=labels):
             take(prog.results)
             if show_progress:
                 print(f"\r\033[K{prog.describe()}", end="", file=sys.stderr, flush=True)

@@ -143,6 +143,8 @@ def test_mixed_folder_every_input_classified_or_reported(mixed, predictor):
     # labelled sub-folders give the true label; the digits are classified right
     good = [r for r in results if r.true_label is not None]
     assert len(good) == 12 and sum(r.prediction == r.true_label for r in good) >= 11
+    fast = list(classify_files(files, predictor, workers=0, folder_labels=predictor.labels))
+    assert [r.true_label for r in fast] == [r.true_label for r in results]
 
 
 def test_unreadable_file_is_reported(tmp_path, mnist_test, predictor, monkeypatch):

@@ -242,10 +242,18 @@ class _DecodePool:
         self._executor: ProcessPoolExecutor | None = None
 
     def submit(self, fn, *args) -> Future:
+        """Queue ``fn(*args)``. When the pool broke meanwhile (a worker died), the
+        returned future fails with BrokenProcessPool, like the ones already queued, so
+        the caller handles every loss in one place."""
         if self._executor is None:
             self._executor = ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
                                                  initializer=_worker_init)
-        return self._executor.submit(fn, *args)
+        try:
+            return self._executor.submit(fn, *args)
+        except BrokenProcessPool as e:
+            failed: Future = Future()
+            failed.set_exception(e)
+            return failed
 
     def restart(self) -> None:
         self.shutdown()
@@ -267,6 +275,9 @@ class _DecodePool:
             if p.is_alive():
                 p.terminate()
                 p.join(2.0)
+        manager = getattr(ex, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(2.0)  # it notices the dead workers and exits; don't leave it behind
 
 
 # --------------------------------------------------------------------------- inference (parent side)
@@ -335,6 +346,7 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
                     batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
                     keep_images: bool = False,
                     true_label: Callable[[Path], str | None] | None = None,
+                    folder_labels: Sequence[str] | None = None,
                     should_cancel: Callable[[], bool] | None = None,
                     max_in_flight: int | None = None, inference_threads: int | None = None,
                     decode_fn: Callable[[Sequence[str], PreprocessOptions],
@@ -358,9 +370,19 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
     options = predictor.options
     labels = list(predictor.labels)
 
+    known = frozenset(folder_labels or ())
+
+    def label_of(p: str) -> str | None:
+        if true_label is not None:
+            return true_label(Path(p))
+        if known:
+            # string ops, not Path(): parsing a Path costs more than the inference per file
+            name = os.path.basename(os.path.dirname(p))
+            return name if name in known else None
+        return None
+
     def build(paths: list[str], images: np.ndarray, errors: list[str | None]) -> list[FileResult]:
-        results = [FileResult(p, labels, error=err,
-                              true_label=true_label(Path(p)) if true_label else None)
+        results = [FileResult(p, labels, error=err, true_label=label_of(p))
                    for p, err in zip(paths, errors)]
         if len(images):
             probs, unc = infer(images)
@@ -451,6 +473,7 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
                    batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
                    keep_images: bool = False,
                    true_label: Callable[[Path], str | None] | None = None,
+                   folder_labels: Sequence[str] | None = None,
                    should_cancel: Callable[[], bool] | None = None,
                    max_in_flight: int | None = None,
                    inference_threads: int | None = None) -> Iterator[FileResult]:
@@ -472,6 +495,9 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
         Attach the 28x28 model input to each result (costs 3 KB per result).
     true_label
         Optional function giving a file's known label (e.g. from its folder name).
+    folder_labels
+        Labels that a file's parent folder name may be (e.g. ``predictor.labels``): the
+        fast way to mark inputs labelled by sub-folder (``true_label`` wins if both).
     should_cancel
         Checked between chunks and while waiting for one; when it returns True the
         generator stops and the decoding processes are shut down.
@@ -488,8 +514,8 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
     """
     for chunk in classify_chunks(files, predictor, batch_size=batch_size, workers=workers,
                                  keep_images=keep_images, true_label=true_label,
-                                 should_cancel=should_cancel, max_in_flight=max_in_flight,
-                                 inference_threads=inference_threads):
+                                 folder_labels=folder_labels, should_cancel=should_cancel,
+                                 max_in_flight=max_in_flight, inference_threads=inference_threads):
         yield from chunk
 
 

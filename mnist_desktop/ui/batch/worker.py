@@ -90,7 +90,7 @@ class TaskRunner(QObject):
     def _join(self) -> None:
         self._running = False
         self._thread.quit()
-        self._thread.wait()
+        self._thread.wait(30000)  # run() has returned: the thread ends at once
 
     @Slot(object, bool)
     def _on_done(self, result, cancelled: bool) -> None:
@@ -132,7 +132,6 @@ def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: 
     def task(should_cancel):
         from mnist_desktop.core.batch import (DEFAULT_BATCH_SIZE, FileResult, classify_with_progress,
                                               collect_files)
-        from mnist_desktop.core.data import label_from_parent
 
         predictor = model
         if predictor is None or isinstance(predictor, (str, bytes, os.PathLike)):
@@ -150,7 +149,7 @@ def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: 
         prog = None
         for prog in classify_with_progress(files, predictor, workers=workers,
                                            batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                                           true_label=lambda p: label_from_parent(p, labels),
+                                           folder_labels=labels,
                                            should_cancel=should_cancel):
             pending.extend(prog.results)
             now = time.monotonic()

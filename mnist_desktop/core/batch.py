@@ -444,6 +444,9 @@ def _classify_in_pool(it, options, build, workers, batch_size, max_in_flight, ca
                 pending.clear()
                 for p in requeue:
                     pending.append((p, pool.submit(decode_fn, p, options)))
+            except Exception as e:  # e.g. a result that cannot be pickled: lose this chunk only
+                reason = f"cannot decode ({type(e).__name__}: {str(e)[:120]})"
+                decoded = (np.empty((0, SIZE, SIZE), np.float32), [reason] * len(paths))
             fill()
             yield build(paths, *decoded)
     finally:

@@ -98,6 +98,7 @@ class DetailPanel(QWidget):
         self.summary.clear()
         for bar in self._bar_widgets:
             bar.setValue(0)
+            bar.setFormat("")
         self.correct.setEnabled(False)
 
     @property
@@ -125,6 +126,7 @@ class DetailPanel(QWidget):
             text = f"<span style='color:#b00020'>{store.error(row)}</span>"
             for bar in self._bar_widgets:
                 bar.setValue(0)
+                bar.setFormat("")
         self.summary.setText(text)
         self.correct.setEnabled(ok)
         self.correct.blockSignals(True)

@@ -323,13 +323,15 @@ def clean_ink(ink: np.ndarray, min_contrast: float, noise_floor: float = 0.3) ->
     Small (MNIST-style) images are left exact.
     """
     flat = ink.ravel()
-    peak = float(np.percentile(flat, 99.5)) if flat.size > 4000 else float(flat.max())
     if flat.size > 4000:
+        peak, med, mad = _large_image_stats(flat)
         peak = max(peak, float(flat.max()) * 0.5)
+    else:
+        peak = float(flat.max())
+        med = float(np.median(flat))
+        mad = float(np.median(np.abs(flat - med)))
     if peak < min_contrast:
         raise EmptyInputError()
-    med = float(np.median(flat))
-    mad = float(np.median(np.abs(flat - med)))
     floor = med + 3 * 1.4826 * mad
     if floor >= peak * 0.5:
         # The "ink" is as common as the background: texture or a blank, not a drawing.
@@ -339,6 +341,24 @@ def clean_ink(ink: np.ndarray, min_contrast: float, noise_floor: float = 0.3) ->
     if floor <= 0 and peak >= 0.999:
         return ink
     return np.clip((ink - floor) / (peak - floor), 0.0, 1.0)
+
+
+def _large_image_stats(flat: np.ndarray) -> tuple[float, float, float]:
+    """(99.5th percentile, median, MAD) of values in [0, 1] from a 1/255 histogram.
+
+    Sorting-based percentiles cost ~0.8 ms on a 280x280 image; one bincount costs a tenth
+    of that, and 8-bit images carry no finer levels anyway.
+    """
+    q = np.rint(np.clip(flat, 0.0, 1.0) * 255.0).astype(np.uint8)
+    hist = np.bincount(q, minlength=256)
+    cum = np.cumsum(hist)
+    n = cum[-1]
+    med_bin = int(np.searchsorted(cum, 0.5 * n))
+    peak_bin = int(np.searchsorted(cum, 0.995 * n))
+    dev = np.abs(np.arange(256) - med_bin)
+    dev_hist = np.bincount(dev, weights=hist, minlength=256)
+    mad_bin = int(np.searchsorted(np.cumsum(dev_hist), 0.5 * n))
+    return peak_bin / 255.0, med_bin / 255.0, mad_bin / 255.0
 
 
 # --------------------------------------------------------------------------- fit & centre

@@ -282,7 +282,7 @@ def gray_to_ink(gray: np.ndarray, alpha_ink: bool = False) -> np.ndarray:
     return np.clip(ink, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def _background_map(ink: np.ndarray) -> np.ndarray:
+def _background_map(ink: np.ndarray) -> np.ndarray | np.float32:
     """Slowly varying background level of an ink map (ink high): paper shading in a photo.
 
     A quadratic surface is fitted, robustly, to the darker 60% of a coarse copy (strokes
@@ -305,6 +305,9 @@ def _background_map(ink: np.ndarray) -> np.ndarray:
         resid = z - basis @ coef
         sigma = 1.4826 * np.median(np.abs(resid[keep])) + 1e-6
         keep = resid <= 2.5 * sigma
+    coarse_bg = basis @ coef
+    if np.ptp(coarse_bg) < 0.02:  # evenly lit (scans, screenshots): a constant will do
+        return np.float32(np.median(coarse_bg))
     # Evaluate on the full grid separably: the surface is a polynomial in u and v.
     uf = (np.arange(w) + 0.5) / w - 0.5
     vf = (np.arange(h) + 0.5) / h - 0.5

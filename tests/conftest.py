@@ -65,3 +65,15 @@ def mnist_test_pngs(mnist_test, tmp_path_factory):
         Image.fromarray(im).save(p, compress_level=1)
         paths.append(p)
     return folder, paths
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: the machine is shared, and one thread keeps CPU results
+    bit-for-bit reproducible."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,13 +24,7 @@ from training.recipes import RECIPES, recipe_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The machine is shared; one thread also keeps CPU results bit-for-bit reproducible.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def quick(recipe: str, mnist_dir, tmp_path, **kw) -> TrainConfig:

@@ -14,12 +14,7 @@ from training.engine import StepFunction, make_optimizer, train
 from training.recipes import recipe_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _teacher(tmp_path, seed=0):

@@ -108,6 +108,8 @@ class Predictor:
         if self.device == "cpu":
             from mnist_desktop.core.models import fuse_for_inference
             fuse_for_inference(self.model)
+            # oneDNN convolutions run ~15% faster channels-last (a no-op for 1-channel input).
+            self.model.to(memory_format=torch.channels_last)
         self.options = PreprocessOptions.from_dict(self.meta.preprocess)
         self._mean = self.meta.normalization.mean
         self._std = self.meta.normalization.std

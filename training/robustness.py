@@ -60,67 +60,38 @@ def through_preprocess(images: np.ndarray, predictor: Predictor) -> np.ndarray:
 
 
 def validation_split(data: str, seed: int, size: int, meta=None) -> tuple[np.ndarray, np.ndarray]:
-    """The validation digits held out of the 5k training subset.
+    """The validation digits the model was never trained on.
 
-    A model trained by :mod:`training` records its split (``val_fraction`` and ``seed`` in
-    ``meta.training``): those exact samples are used, so calibration never sees a training
-    image. Otherwise the first ``size`` of ``default_rng(seed).permutation(5000)``, the
+    A model trained by :mod:`training` records its data and split (``data``, ``split``,
+    ``val_fraction``, ``seed``/``val_seed`` in ``meta.training``): that data is loaded again
+    and exactly those samples are used, so calibration never sees a training image, whether
+    the model learned from the 5k subset or from torchvision's 60k. Otherwise the first
+    ``size`` of ``default_rng(seed).permutation(5000)`` of ``data``'s 5k subset, the
     convention of ``scripts/train_starter.py``.
     """
-    train = load_idx_folder(data, "train-5k")
     tr = _recorded_config(meta)
-    if "val_fraction" in tr and "seed" in tr and tr.get("split", "") in ("", "train-5k"):
+    if tr.get("data") and "val_fraction" in tr and "seed" in tr:
+        from training.data import load_source
         from training.data import validation_split as stratified_split
 
+        loader = load_source(tr["data"], train=True, split=tr.get("split", ""),
+                             data_root=tr.get("data_root", ""), download=False)
+        while True:
+            try:
+                next(loader)
+            except StopIteration as stop:
+                full = stop.value
+                break
         split_seed = int(tr.get("val_seed", -1))
-        _, idx = stratified_split(train.labels, float(tr["val_fraction"]),
+        _, idx = stratified_split(full.labels, float(tr["val_fraction"]),
                                   int(tr["seed"]) if split_seed < 0 else split_seed)
-    else:
-        idx = np.random.default_rng(seed).permutation(len(train.labels))[:size]
+        images = np.asarray(full.images)[idx]
+        if images.dtype != np.uint8:
+            images = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+        return images.reshape(-1, 28, 28), np.asarray(full.labels)[idx]
+    train = load_idx_folder(data, "train-5k")
+    idx = np.random.default_rng(seed).permutation(len(train.labels))[:size]
     return train.images[idx], train.labels[idx]
-
-
-# --------------------------------------------------------------------------- calibration
-
-def calibrate(predictor: Predictor, args) -> tuple[Any, dict[str, Any]]:
-    """Temperature from validation NLL, then the rule from validation digits and
-    calibration non-digits."""
-    images, labels = validation_split(args.data, args.val_seed, args.val_size, predictor.meta)
-    val_logits = batched_logits(predictor, through_preprocess(images, predictor))
-    temperature = fit_temperature(val_logits, labels)
-    log(f"temperature {temperature:.4f} (validation NLL {nll(val_logits, labels):.4f} -> "
-        f"{nll(val_logits, labels, temperature):.4f})")
-    t0 = time.time()
-    cal = nondigit_set(args.n_calibration, "calibration", args.calibration_seed, predictor.options)
-    cal_logits = batched_logits(predictor, cal.images)
-    log(f"{len(cal)} calibration non-digits ({len(cal.rejected)} refused as empty) in {time.time() - t0:.0f}s")
-    choice = choose_threshold(val_logits, cal_logits, temperature, target_digit_rate=args.target_digit_rate)
-    cal_eval = evaluate_nondigit_set(cal_logits, cal, choice)
-
-    def ece(t: float) -> float:
-        z = val_logits / t
-        p = np.exp(z - z.max(1, keepdims=True))
-        return expected_calibration_error(p / p.sum(1, keepdims=True), labels)
-
-    figures = {
-        "validation": {"split": _split_name(predictor.meta, args),
-                       "n": int(len(labels)),
-                       "accuracy": float((val_logits.argmax(1) == labels).mean()),
-                       "nll_uncalibrated": nll(val_logits, labels), "nll": nll(val_logits, labels, temperature),
-                       "ece_uncalibrated": ece(1.0), "ece": ece(temperature),
-                       "digits_flagged": choice.digit_flag_rate},
-        "calibration_nondigits": {"purpose": "calibration", "seed": args.calibration_seed,
-                                  "n_generated": args.n_calibration, "paths": "mixed",
-                                  "flagged": cal_eval["rate"],
-                                  "per_kind": {k: v["rate"] for k, v in cal_eval["per_kind"].items()}},
-        "choice": choice.to_dict(),
-    }
-    log(f"rule: {choice.method} threshold {choice.threshold:.6g} at T={temperature:.4f}: "
-        f"{100 * choice.digit_flag_rate:.2f}% validation digits, "
-        f"{100 * choice.nondigit_flag_rate:.2f}% calibration non-digits flagged")
-    for m, c in choice.candidates.items():
-        log(f"  {m:8s}: {100 * c['nondigit_flag_rate']:.2f}% calibration non-digits flagged")
-    return choice, figures
 
 
 def _recorded_config(meta) -> dict[str, Any]:
@@ -134,7 +105,8 @@ def _split_name(meta, args) -> str:
     tr = _recorded_config(meta)
     if "val_fraction" in tr and "seed" in tr:
         seed = tr["seed"] if int(tr.get("val_seed", -1)) < 0 else tr["val_seed"]
-        return f"train-5k, training.data.validation_split(labels, {tr['val_fraction']}, seed={seed})"
+        return (f"{tr.get('data')}, training.data.validation_split(labels, {tr['val_fraction']}, "
+                f"seed={seed})")
     return f"train-5k, default_rng({args.val_seed}).permutation(5000)[:{args.val_size}]"
 
 

@@ -94,6 +94,49 @@ def validation_split(data: str, seed: int, size: int, meta=None) -> tuple[np.nda
     return train.images[idx], train.labels[idx]
 
 
+# --------------------------------------------------------------------------- calibration
+
+def calibrate(predictor: Predictor, args) -> tuple[Any, dict[str, Any]]:
+    """Temperature from validation NLL, then the rule from validation digits and
+    calibration non-digits."""
+    images, labels = validation_split(args.data, args.val_seed, args.val_size, predictor.meta)
+    val_logits = batched_logits(predictor, through_preprocess(images, predictor))
+    temperature = fit_temperature(val_logits, labels)
+    log(f"temperature {temperature:.4f} (validation NLL {nll(val_logits, labels):.4f} -> "
+        f"{nll(val_logits, labels, temperature):.4f})")
+    t0 = time.time()
+    cal = nondigit_set(args.n_calibration, "calibration", args.calibration_seed, predictor.options)
+    cal_logits = batched_logits(predictor, cal.images)
+    log(f"{len(cal)} calibration non-digits ({len(cal.rejected)} refused as empty) in {time.time() - t0:.0f}s")
+    choice = choose_threshold(val_logits, cal_logits, temperature, target_digit_rate=args.target_digit_rate)
+    cal_eval = evaluate_nondigit_set(cal_logits, cal, choice)
+
+    def ece(t: float) -> float:
+        z = val_logits / t
+        p = np.exp(z - z.max(1, keepdims=True))
+        return expected_calibration_error(p / p.sum(1, keepdims=True), labels)
+
+    figures = {
+        "validation": {"split": _split_name(predictor.meta, args),
+                       "n": int(len(labels)),
+                       "accuracy": float((val_logits.argmax(1) == labels).mean()),
+                       "nll_uncalibrated": nll(val_logits, labels), "nll": nll(val_logits, labels, temperature),
+                       "ece_uncalibrated": ece(1.0), "ece": ece(temperature),
+                       "digits_flagged": choice.digit_flag_rate},
+        "calibration_nondigits": {"purpose": "calibration", "seed": args.calibration_seed,
+                                  "n_generated": args.n_calibration, "paths": "mixed",
+                                  "flagged": cal_eval["rate"],
+                                  "per_kind": {k: v["rate"] for k, v in cal_eval["per_kind"].items()}},
+        "choice": choice.to_dict(),
+    }
+    log(f"rule: {choice.method} threshold {choice.threshold:.6g} at T={temperature:.4f}: "
+        f"{100 * choice.digit_flag_rate:.2f}% validation digits, "
+        f"{100 * choice.nondigit_flag_rate:.2f}% calibration non-digits flagged")
+    for m, c in choice.candidates.items():
+        log(f"  {m:8s}: {100 * c['nondigit_flag_rate']:.2f}% calibration non-digits flagged")
+    return choice, figures
+
+
 def _recorded_config(meta) -> dict[str, Any]:
     """The TrainConfig a :mod:`training` run recorded in ``meta.training`` (or {})."""
     tr = (meta.training if meta is not None else {}) or {}

@@ -4,6 +4,7 @@ the first window do not pay for torch."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,14 @@ def test_torchvision_is_imported_only_where_needed():
              for f in (REPO / pkg).rglob("*.py") if "torchvision" in _imports(f)]
     # torchvision is only for dataset downloads in training; never in the app's import path
     assert all(u.startswith("training/") for u in users), users
+
+
+def test_first_window_does_not_import_torch():
+    """``import torch`` costs over a second: the window must not wait for it."""
+    code = ("import sys\n"
+            "import mnist_desktop.ui.app, mnist_desktop.ui.main_window\n"
+            "print(','.join(m for m in ('torch', 'torchvision') if m in sys.modules))\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO, env=env)
+    assert out.stdout.strip() == ""

@@ -319,3 +319,25 @@ def test_system_theme_follows_the_platform_scheme(make_window, shared_worker, qt
     w._on_system_scheme(Qt.ColorScheme.Dark)
     assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() > 200
     assert w.settings.theme == "light"
+
+
+def test_batch_classify_opens_from_the_main_window_with_its_model(make_window, shared_worker, qtbot, tmp_path):
+    """File > Batch Classify opens the batch window with the main window's model and device,
+    and that window classifies a folder."""
+    from PIL import Image, ImageDraw
+
+    w = make_window(worker=shared_worker)
+    w.act_batch.trigger()
+    batch = w._batch_window
+    assert batch is not None and batch.isVisible()
+    assert str(batch._model_source) == str(w.model_path()) and batch._device == w.settings.device
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    img = Image.new("L", (60, 60), 255)
+    ImageDraw.Draw(img).line([(30, 8), (30, 52)], fill=0, width=5)
+    img.save(folder / "one.png")
+    with qtbot.waitSignal(batch.runFinished, timeout=60_000):
+        assert batch.classify([str(folder)])
+    assert batch.store is not None and len(batch.store) == 1
+    assert batch.store.labels[int(batch.store.predicted[0])] == "1"
+    batch.close()

@@ -200,7 +200,6 @@ class MainWindow(QMainWindow):
                                      ["PgUp", "Alt+Left"], lambda: self.step_image(-1), "previous")
         self.act_next = self._action("next", "Next Image", "Show the next opened image",
                                      ["PgDown", "Alt+Right"], lambda: self.step_image(1), "next")
-        # LEAD: wiring point for engineer C's batch window (mnist_desktop.ui.batch), see open_batch().
         self.act_batch = self._action("batch", "&Batch Classify…", "Classify a folder of images",
                                       ["Ctrl+B"], self.open_batch)
         self.act_model_file = self._action("model_file", "Choose &Model File…",
@@ -700,11 +699,8 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ other windows
     def open_batch(self) -> None:
-        """Open engineer C's batch classification window (imported on first use).
-
-        LEAD: wired to ``mnist_desktop.ui.batch.BatchWindow(model=<path>, device=...)``
-        (engineer C's API); it receives the main window's current model file and device.
-        """
+        """Open the batch classification window (imported on first use) with the main
+        window's current model file and device."""
         try:
             batch = importlib.import_module("mnist_desktop.ui.batch")
         except ModuleNotFoundError as e:

@@ -394,6 +394,46 @@ def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return train_idx, val_idx
 
 
+def load_training_data(cfg) -> Generator[Status, None, tuple["Dataset", np.ndarray, np.ndarray]]:
+    """A run's training data as :mod:`training.engine` uses it: ``cfg.data`` thinned by
+    ``cfg.limit``, plus every ``cfg.extra_data`` whole, then the seeded validation split.
+
+    A loader generator (yields Status); returns ``(full, train_idx, val_idx)``. Calibration
+    and fine-tuning call it too, so they see exactly the run's validation samples.
+    """
+    options = cfg.preprocess_options()
+    label_names = cfg.labels or None
+    yield Status("data", f"loading training data {cfg.data}")
+    parts = [(yield from load_source(cfg.data, train=True, split=cfg.split, data_root=cfg.data_root,
+                                     download=cfg.download, options=options, label_names=label_names))]
+    # --limit thins out the main data only: extra data (the user's corrections) is kept whole.
+    pick = limit_samples(len(parts[0]), cfg.limit, cfg.seed)
+    if pick is not None:
+        parts[0] = parts[0].subset(pick)
+    label_names = parts[0].label_names
+    for spec in cfg.extra_data:
+        yield Status("data", f"loading extra training data {spec}")
+        parts.append((yield from load_source(spec, train=True, data_root=cfg.data_root, download=cfg.download,
+                                             options=options, label_names=label_names)))
+    full = concatenate(parts)
+    if len(full) < 2:
+        raise DataError(f"{full.description}: need at least 2 training images")
+    train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed)
+    return full, train_idx, val_idx
+
+
+def run_loader(loader, on_status=None):
+    """Drive a loader generator to its result outside the training loop, passing each
+    Status event to ``on_status`` (if given)."""
+    while True:
+        try:
+            event = next(loader)
+        except StopIteration as stop:
+            return stop.value
+        if on_status is not None:
+            on_status(event)
+
+
 def limit_samples(n: int, limit: int, seed: int) -> np.ndarray | None:
     """Seeded subset of ``limit`` indices out of ``n`` (sorted), or None for all."""
     if not limit or limit >= n:

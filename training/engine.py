@@ -651,25 +651,8 @@ class _Run:
         from training import data as D
 
         options = cfg.preprocess_options()
-        label_names = cfg.labels or None
-        yield Status("data", f"loading training data {cfg.data}")
-        parts = [(yield from self._checked(D.load_source(
-            cfg.data, train=True, split=cfg.split, data_root=cfg.data_root, download=cfg.download,
-            options=options, label_names=label_names)))]
-        # --limit thins out the main data only: extra data (the user's corrections) is kept whole.
-        pick = D.limit_samples(len(parts[0]), cfg.limit, cfg.seed)
-        if pick is not None:
-            parts[0] = parts[0].subset(pick)
-        label_names = parts[0].label_names
-        for spec in cfg.extra_data:
-            yield Status("data", f"loading extra training data {spec}")
-            parts.append((yield from self._checked(D.load_source(
-                spec, train=True, data_root=cfg.data_root, download=cfg.download, options=options,
-                label_names=label_names))))
-        full = D.concatenate(parts)
-        if len(full) < 2:
-            raise DataError(f"{full.description}: need at least 2 training images")
-        train_idx, val_idx = D.validation_split(full.labels, cfg.val_fraction, cfg.split_seed)
+        full, train_idx, val_idx = yield from self._checked(D.load_training_data(cfg))
+        label_names = full.label_names
         train_set, val_set = full.subset(train_idx), full.subset(val_idx)
         if len(val_set) == 0:
             yield Log(level="warning", message="no validation data (val_fraction 0 or too little data): "

@@ -145,32 +145,18 @@ def outlier_exposure(model, x_train, y_train, x_val, y_val, nondigits, cfg, *, e
         yield {"epoch": epoch + 1, "epochs": epochs, "loss": total / count, "val_accuracy": val_acc}
 
 
-def _result(loader):
-    """Run a :mod:`training.data` loader generator to its returned dataset, logging status."""
-    while True:
-        try:
-            ev = next(loader)
-        except StopIteration as stop:
-            return stop.value
-        log(f"stage 2: {getattr(ev, 'message', ev)}")
-
-
 def stage_outlier_exposure(run_dir: Path, args) -> Path:
     import torch
 
     from mnist_desktop.core.calibration import outlier_exposure_images
     from mnist_desktop.core.checkpoint import load_model, save_model
-    from training.data import load_source, validation_split
+    from training.data import load_training_data, run_loader
     from training.engine import read_config
 
     cfg = read_config(run_dir)
     loaded = load_model(run_dir / "best.safetensors")
     model, meta = loaded.model, loaded.meta
-    if cfg.extra_data or cfg.limit:
-        raise SystemExit("stage 2 supports the plain flagship data setup (no --extra-data / --limit)")
-    full = _result(load_source(cfg.data, train=True, split=cfg.split, data_root=cfg.data_root,
-                               download=cfg.download, options=cfg.preprocess_options()))
-    tr_idx, va_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed)
+    full, tr_idx, va_idx = run_loader(load_training_data(cfg), lambda ev: log(f"stage 2: {ev.message}"))
     x = torch.from_numpy(np.asarray(full.images, np.float32) / (255.0 if full.images.dtype == np.uint8 else 1.0))
     x = x.reshape(len(x), 1, 28, 28)
     y = torch.from_numpy(np.asarray(full.labels, np.int64))

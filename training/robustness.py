@@ -71,20 +71,11 @@ def validation_split(data: str, seed: int, size: int, meta=None) -> tuple[np.nda
     """
     tr = _recorded_config(meta)
     if tr.get("data") and "val_fraction" in tr and "seed" in tr:
-        from training.data import load_source
-        from training.data import validation_split as stratified_split
+        from training.config import TrainConfig
+        from training.data import load_training_data, run_loader
 
-        loader = load_source(tr["data"], train=True, split=tr.get("split", ""),
-                             data_root=tr.get("data_root", ""), download=False)
-        while True:
-            try:
-                next(loader)
-            except StopIteration as stop:
-                full = stop.value
-                break
-        split_seed = int(tr.get("val_seed", -1))
-        _, idx = stratified_split(full.labels, float(tr["val_fraction"]),
-                                  int(tr["seed"]) if split_seed < 0 else split_seed)
+        cfg = TrainConfig.from_dict({**tr, "download": False})
+        full, _, idx = run_loader(load_training_data(cfg))
         images = np.asarray(full.images)[idx]
         if images.dtype != np.uint8:
             images = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
@@ -147,7 +138,7 @@ def _recorded_config(meta) -> dict[str, Any]:
 def _split_name(meta, args) -> str:
     tr = _recorded_config(meta)
     if "val_fraction" in tr and "seed" in tr:
-        seed = tr["seed"] if int(tr.get("val_seed", -1)) < 0 else tr["val_seed"]
+        seed = tr["seed"] if int(tr.get("val_seed", -1)) < 0 else tr["val_seed"]  # TrainConfig.split_seed
         return (f"{tr.get('data')}, training.data.validation_split(labels, {tr['val_fraction']}, "
                 f"seed={seed})")
     return f"train-5k, default_rng({args.val_seed}).permutation(5000)[:{args.val_size}]"

@@ -35,8 +35,7 @@ def resolve_theme(app: QGuiApplication, theme: str) -> str:
 
 def light_palette() -> QPalette:
     """The light theme for the Fusion style."""
-    p = QPalette()
-    roles = {
+    return _palette({
         QPalette.ColorRole.Window: "#f3f4f6",
         QPalette.ColorRole.WindowText: "#1d1f23",
         QPalette.ColorRole.Base: "#ffffff",
@@ -56,17 +55,12 @@ def light_palette() -> QPalette:
         QPalette.ColorRole.Highlight: ACCENT_LIGHT.name(),
         QPalette.ColorRole.HighlightedText: "#ffffff",
         QPalette.ColorRole.Link: ACCENT_LIGHT.name(),
-    }
-    for role, color in roles.items():
-        p.setColor(role, QColor(color))
-    _disabled(p, "#a0a4ab")
-    return p
+    }, disabled="#a0a4ab")
 
 
 def dark_palette() -> QPalette:
     """The dark theme for the Fusion style."""
-    p = QPalette()
-    roles = {
+    return _palette({
         QPalette.ColorRole.Window: "#1f2125",
         QPalette.ColorRole.WindowText: "#e6e8eb",
         QPalette.ColorRole.Base: "#2a2d32",
@@ -86,16 +80,17 @@ def dark_palette() -> QPalette:
         QPalette.ColorRole.Highlight: ACCENT_DARK.name(),
         QPalette.ColorRole.HighlightedText: "#ffffff",
         QPalette.ColorRole.Link: ACCENT_DARK.name(),
-    }
+    }, disabled="#6c717a")
+
+
+def _palette(roles: dict, disabled: str) -> QPalette:
+    """A palette with ``roles`` set in every group and ``disabled`` as the disabled text."""
+    p = QPalette()
     for role, color in roles.items():
         p.setColor(role, QColor(color))
-    _disabled(p, "#6c717a")
-    return p
-
-
-def _disabled(p: QPalette, color: str) -> None:
     for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
-        p.setColor(QPalette.ColorGroup.Disabled, role, QColor(color))
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor(disabled))
+    return p
 
 
 def apply_theme(app, theme: str) -> str:

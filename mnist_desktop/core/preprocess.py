@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from dataclasses import dataclass, field, asdict
 from typing import Any, Iterable, Sequence, Union
 
@@ -227,13 +228,8 @@ def load_image(path) -> Image.Image:
         if "truncated" in msg.lower():
             raise ImageReadError("truncated or corrupt image") from None
         raise ImageReadError(f"cannot read image ({msg})") from None
-    except (ValueError, SyntaxError, EOFError, struct_error()) as e:
+    except (ValueError, SyntaxError, EOFError, struct.error) as e:
         raise ImageReadError(f"corrupt image ({type(e).__name__}: {str(e)[:120]})") from None
-
-
-def struct_error():
-    import struct
-    return struct.error
 
 
 def image_to_gray(img: Image.Image) -> tuple[np.ndarray, bool]:

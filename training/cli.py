@@ -60,13 +60,15 @@ _FIELDS = {
     "batch_size": "batch_size", "learning_rate": "learning_rate", "optimizer": "optimizer",
     "momentum": "momentum", "weight_decay": "weight_decay", "scheduler": "scheduler",
     "label_smoothing": "label_smoothing", "mean": "mean", "std": "std", "seed": "seed",
-    "device": "device", "threads": "threads", "val_fraction": "val_fraction", "val_seed": "val_seed", "patience": "patience",
+    "device": "device", "threads": "threads", "val_fraction": "val_fraction", "val_seed": "val_seed", "val_fold": "val_fold", "patience": "patience",
     "select_metric": "select_metric", "output": "output", "name": "name",
     "uncertainty_threshold": "uncertainty_threshold", "eval_batch_size": "eval_batch_size",
     "step_event_interval": "step_event_interval", "distill_weight": "distill_weight",
-    "distill_temperature": "distill_temperature",
+    "distill_temperature": "distill_temperature", "outlier_images": "outlier_images",
+    "outlier_weight": "outlier_weight",
 }
-_AUGMENT = ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "elastic_p", "thickness")
+_AUGMENT = ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "elastic_p", "thickness",
+            "european")
 _RESUME_OK = {"device", "threads", "step_event_interval"}
 
 
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--labels", metavar="A,B,...", help="class names (default: from the data)")
     d.add_argument("--limit", type=int, metavar="N", help="use a seeded subset of N images of --data")
     d.add_argument("--val-seed", type=int, metavar="N", help="seed of the validation split (default: --seed)")
+    d.add_argument("--val-fold", type=int, metavar="K",
+                   help="cross-validation: validate on fold K of round(1/val-fraction) stratified folds")
     d.add_argument("--val-fraction", type=float, metavar="F", help="fraction held out for validation")
 
     m = p.add_argument_group("model and optimization")
@@ -111,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distill from this model file (repeatable: the teachers' mean prediction)")
     m.add_argument("--distill-weight", type=float, metavar="W", help="weight of the distillation loss, 0..1")
     m.add_argument("--distill-temperature", type=float, metavar="T", help="softening temperature (default 2)")
+    m.add_argument("--outlier-images", type=int, metavar="N",
+                   help="outlier exposure: N generated non-digits trained towards 'no idea' (uniform)")
+    m.add_argument("--outlier-weight", type=float, metavar="W", help="weight of the outlier-exposure loss (default 0.5)")
 
     a = p.add_argument_group("augmentation (on the training device)")
     a.add_argument("--rotation", type=float, metavar="DEG")
@@ -121,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--elastic-sigma", type=float, metavar="PX")
     a.add_argument("--elastic-p", type=float, metavar="P")
     a.add_argument("--thickness", type=float, metavar="F", help="stroke thickness change, 0..1")
+    a.add_argument("--european", type=float, metavar="P",
+                   help="share of 1s drawn with a European flag/foot and of 7s with a crossbar, 0..1")
     a.add_argument("--no-augment", action="store_true", help="switch all augmentation off")
 
     i = p.add_argument_group("input")
@@ -183,7 +192,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         o["preprocess"] = pre
     aug = {k: getattr(args, k) for k in _AUGMENT if getattr(args, k) is not None}
     if args.no_augment:
-        aug.update(rotation=0.0, translate=0.0, scale=0.0, shear=0.0, elastic_alpha=0.0, thickness=0.0)
+        aug.update(rotation=0.0, translate=0.0, scale=0.0, shear=0.0, elastic_alpha=0.0, thickness=0.0,
+                   european=0.0)
     if aug:
         o["augment"] = aug
     return o

@@ -43,11 +43,12 @@ class AugmentConfig:
     elastic_sigma: float = 4.0     # smoothing of the elastic field, in pixels
     elastic_p: float = 0.5         # fraction of samples that get an elastic distortion
     thickness: float = 0.0         # stroke thickness change: 1 = up to one 3x3 dilation/erosion
+    european: float = 0.0          # share of 1s given a flag (and foot) and of 7s given a crossbar
 
     @property
     def enabled(self) -> bool:
         return any(v > 0 for v in (self.rotation, self.translate, self.scale, self.shear,
-                                   self.elastic_alpha * self.elastic_p, self.thickness))
+                                   self.elastic_alpha * self.elastic_p, self.thickness, self.european))
 
 
 @dataclass
@@ -87,6 +88,10 @@ class TrainConfig:
     distill_weight: float = 0.0        # loss = (1 - w) * CE(labels) + w * T^2 * KL(teachers || model)
     distill_temperature: float = 2.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # outlier exposure: generated non-digits (train seeds of mnist_desktop.core.synth) trained
+    # towards the uniform distribution, as many per step as digits
+    outlier_images: int = 0
+    outlier_weight: float = 0.5
     # input
     mean: float = 0.1307
     std: float = 0.3081
@@ -98,6 +103,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_seed: int = -1             # seed of the validation split; -1 = ``seed`` (teachers of one
                                    # student share a split while differing in seed)
+    val_fold: int = -1             # >= 0: validate on this fold of round(1 / val_fraction)
+                                   # stratified folds (k-fold cross-validation); -1 = random split
     patience: int = 0              # early stopping after this many epochs without a new best; 0 = off
     select_metric: str = "val_accuracy"
     uncertainty_threshold: float = 0.5
@@ -156,7 +163,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line) for any unusable value."""
         ints = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 0, "patience": 0,
-                "threads": 0, "seed": 0, "val_seed": -1}
+                "threads": 0, "seed": 0, "val_seed": -1, "val_fold": -1,
+                "outlier_images": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -166,7 +174,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not _finite(v) or v <= 0:
                 raise ConfigError(f"{name} must be a number > 0 (got {v!r})")
-        for name in ("momentum", "weight_decay", "label_smoothing", "mean", "step_event_interval"):
+        for name in ("momentum", "weight_decay", "label_smoothing", "mean", "step_event_interval",
+                     "outlier_weight"):
             v = getattr(self, name)
             if not _finite(v) or (name != "mean" and v < 0):
                 raise ConfigError(f"{name} must be a finite number >= 0 (got {v!r})")
@@ -182,6 +191,9 @@ class TrainConfig:
             raise ConfigError("label_smoothing must be < 1")
         if not 0 <= self.val_fraction <= 0.5:
             raise ConfigError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction!r})")
+        if self.val_fold >= 0 and (self.val_fraction <= 0 or self.val_fold >= round(1 / self.val_fraction)):
+            raise ConfigError(f"val_fold must be below the number of folds, round(1 / val_fraction) "
+                              f"(got fold {self.val_fold} with val_fraction {self.val_fraction})")
         if not 0 < self.uncertainty_threshold < 1:
             raise ConfigError("uncertainty_threshold must be between 0 and 1")
         if self.optimizer not in OPTIMIZERS:
@@ -209,16 +221,16 @@ class TrainConfig:
             raise ConfigError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
         a = self.augment
         for name in ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma",
-                     "elastic_p", "thickness"):
+                     "elastic_p", "thickness", "european"):
             v = getattr(a, name)
             if not _finite(v) or v < 0:
                 raise ConfigError(f"augment.{name} must be a finite number >= 0 (got {v!r})")
         if a.elastic_alpha > 0 and a.elastic_sigma <= 0:
             raise ConfigError("augment.elastic_sigma must be > 0 when elastic_alpha is set")
-        if a.translate > 0.5 or a.scale >= 1 or a.elastic_p > 1 or a.thickness > 1 \
+        if a.translate > 0.5 or a.scale >= 1 or a.elastic_p > 1 or a.thickness > 1 or a.european > 1 \
                 or a.rotation > 180 or a.shear >= 80:
             raise ConfigError("augmentation amplitude out of range (translate <= 0.5, scale < 1, "
-                              "elastic_p <= 1, thickness <= 1, rotation <= 180, shear < 80)")
+                              "elastic_p <= 1, thickness <= 1, european <= 1, rotation <= 180, shear < 80)")
 
     @property
     def split_seed(self) -> int:

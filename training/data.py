@@ -374,21 +374,31 @@ def concatenate(parts: Sequence[Dataset]) -> Dataset:
                    " + ".join(p.description for p in parts), paths)
 
 
-def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(labels: np.ndarray, fraction: float, seed: int, fold: int = -1
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, stratified ``(train_idx, val_idx)``: ``fraction`` of every class is held out.
 
     Independent of the training seed's other uses, so changing the model's random init
-    does not change which samples validate it.
+    does not change which samples validate it. With ``fold >= 0`` the held-out part is
+    fold ``fold`` of ``round(1 / fraction)`` stratified folds of the same seeded order:
+    the folds of one seed are disjoint and together cover every sample once (k-fold
+    cross-validation).
     """
     labels = np.asarray(labels)
     if fraction <= 0:
         return np.arange(len(labels)), np.zeros(0, np.int64)
     rng = np.random.default_rng([seed, 0x5EED])
+    k = max(1, round(1 / fraction))
+    if fold >= k:
+        raise ValueError(f"fold {fold} of {k} folds")
     val = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        val.append(idx[:int(round(fraction * len(idx)))])
+        if fold >= 0:
+            val.append(np.array_split(idx, k)[fold])
+        else:
+            val.append(idx[:int(round(fraction * len(idx)))])
     val_idx = np.sort(np.concatenate(val)).astype(np.int64)
     train_idx = np.setdiff1d(np.arange(len(labels)), val_idx).astype(np.int64)
     return train_idx, val_idx
@@ -418,7 +428,8 @@ def load_training_data(cfg) -> Generator[Status, None, tuple["Dataset", np.ndarr
     full = concatenate(parts)
     if len(full) < 2:
         raise DataError(f"{full.description}: need at least 2 training images")
-    train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed)
+    train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed,
+                                          getattr(cfg, "val_fold", -1))
     return full, train_idx, val_idx
 
 

@@ -263,7 +263,7 @@ class StepFunction:
     """
 
     def __init__(self, cfg: TrainConfig, model, optimizer, scheduler=None, per_step_scheduler: bool = False,
-                 aug_generator=None):
+                 aug_generator=None, label_names=None):
         import torch.nn.functional as F
 
         self.F = F
@@ -272,12 +272,23 @@ class StepFunction:
         self.scheduler = scheduler if per_step_scheduler else None
         self.gen = aug_generator
         self.augment = cfg.augment if cfg.augment.enabled and aug_generator is not None else None
+        names = list(label_names or cfg.labels or [str(i) for i in range(10)])
+        # Class indices of "1" and "7" for the European-handwriting strokes (-1 = absent).
+        self.style_classes = tuple(names.index(c) if c in names else -1 for c in ("1", "7"))
         self.teachers = load_teachers(cfg, next(model.parameters()).device) \
             if cfg.teachers and cfg.distill_weight > 0 else []
+        self.outliers = None  # (M, 1, H, W) [0, 1] non-digits on the device (outlier exposure)
 
     def __call__(self, images, labels):
         """``images`` ``(B, 28, 28)`` uint8 or [0, 1] float on the device; returns the
-        detached loss and the count of correct predictions (tensors, no device sync)."""
+        detached loss and the count of correct predictions (tensors, no device sync).
+
+        With :attr:`outliers` set (outlier exposure, Hendrycks et al. 2019), as many
+        generated non-digits join the batch, augmented the same way, and ``outlier_weight``
+        x their cross-entropy to the uniform distribution is added to the loss; the teachers
+        and the accuracy see the digits only."""
+        import torch
+
         from training.augment import augment_batch
 
         x = images.float()
@@ -285,12 +296,22 @@ class StepFunction:
             x = x / 255.0
         x = x.unsqueeze(1)
         if self.augment is not None:
-            x = augment_batch(x, self.augment, self.gen)
+            x = augment_batch(x, self.augment, self.gen, labels, self.style_classes)
+        n = len(x)
+        if self.outliers is not None:
+            pick = torch.randint(0, len(self.outliers), (n,), generator=self.gen, device=x.device)
+            xo = self.outliers[pick]
+            if self.augment is not None:
+                xo = augment_batch(xo, self.augment, self.gen)
+            x = torch.cat([x, xo])
         x = (x - self.cfg.mean) / self.cfg.std
-        logits = self.model(x)
+        out = self.model(x)
+        logits = out[:n]
         loss = self.F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
         if self.teachers:
-            loss = (1 - self.cfg.distill_weight) * loss + self.cfg.distill_weight * self._distill_loss(x, logits)
+            loss = (1 - self.cfg.distill_weight) * loss + self.cfg.distill_weight * self._distill_loss(x[:n], logits)
+        if self.outliers is not None:
+            loss = loss + self.cfg.outlier_weight * (-self.F.log_softmax(out[n:], dim=1).mean(1)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -355,7 +376,8 @@ class _Loop:
     """One training session: model, optimizer, scheduler, device-resident data, random
     generators, loss accumulators and progress - everything :func:`_save_state` stores."""
 
-    def __init__(self, cfg: TrainConfig, device: str, run_dir: Path, train_set, val_set, fingerprint: str):
+    def __init__(self, cfg: TrainConfig, device: str, run_dir: Path, train_set, val_set, fingerprint: str,
+                 outliers: np.ndarray | None = None):
         import torch
 
         from mnist_desktop.core.models import build_model
@@ -380,7 +402,11 @@ class _Loop:
         self.y_val = torch.from_numpy(val_set.labels).to(device)
         self.gen_shuffle = torch.Generator().manual_seed(cfg.seed)
         self.gen_aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        self.step_fn = StepFunction(cfg, self.model, self.optimizer, self.scheduler, self.per_step, self.gen_aug)
+        self.step_fn = StepFunction(cfg, self.model, self.optimizer, self.scheduler, self.per_step, self.gen_aug,
+                                    self.labels)
+        if outliers is not None and len(outliers):
+            self.step_fn.outliers = torch.from_numpy(np.ascontiguousarray(outliers, np.float32)) \
+                .reshape(len(outliers), 1, *outliers.shape[-2:]).to(device)
         # The epoch in progress: its shuffle order and running sums (kept on the device so
         # a GPU never waits for the host between steps).
         self.perm = None
@@ -640,12 +666,12 @@ class _Run:
             torch.set_num_threads(cfg.threads)
 
         data = yield from self._load_data(cfg)
-        train_set, val_set, test_set, fingerprint = data
+        train_set, val_set, test_set, fingerprint, outliers = data
         self._check_cancel()  # before a run folder is made for nothing
         if resume is None:
             self.dir = _new_run_dir(cfg)
             _write_json(self.dir / "config.json", cfg.to_dict())
-        yield from self._fit(cfg, train_set, val_set, test_set, fingerprint, resume is not None)
+        yield from self._fit(cfg, train_set, val_set, test_set, fingerprint, resume is not None, outliers)
 
     def _load_data(self, cfg: TrainConfig):
         from training import data as D
@@ -663,10 +689,18 @@ class _Run:
             test_set = yield from self._checked(D.load_source(
                 cfg.test_data, train=False, split=cfg.test_split, data_root=cfg.data_root,
                 download=cfg.download, options=options, label_names=label_names))
-        return train_set, val_set, test_set, full.fingerprint()
+        outliers = None
+        if cfg.outlier_images:
+            from mnist_desktop.core.calibration import outlier_exposure_images
 
-    def _fit(self, cfg: TrainConfig, train_set, val_set, test_set, fingerprint: str, resumed: bool):
-        loop = _Loop(cfg, self.device, self.dir, train_set, val_set, fingerprint)
+            yield Status("data", f"generating {cfg.outlier_images} non-digits for outlier exposure "
+                                 f"(training seeds {cfg.seed})")
+            outliers, _, _ = outlier_exposure_images(cfg.outlier_images, seed=cfg.seed, opts=options)
+        return train_set, val_set, test_set, full.fingerprint(), outliers
+
+    def _fit(self, cfg: TrainConfig, train_set, val_set, test_set, fingerprint: str, resumed: bool,
+             outliers=None):
+        loop = _Loop(cfg, self.device, self.dir, train_set, val_set, fingerprint, outliers)
         if resumed:
             for warning in loop.restore(_load_state(self.dir)):
                 yield Log(level="warning", message=warning)

@@ -139,8 +139,9 @@ def _split_name(meta, args) -> str:
     tr = _recorded_config(meta)
     if "val_fraction" in tr and "seed" in tr:
         seed = tr["seed"] if int(tr.get("val_seed", -1)) < 0 else tr["val_seed"]  # TrainConfig.split_seed
+        fold = int(tr.get("val_fold", -1))
         return (f"{tr.get('data')}, training.data.validation_split(labels, {tr['val_fraction']}, "
-                f"seed={seed})")
+                f"seed={seed}{f', fold={fold}' if fold >= 0 else ''})")
     return f"train-5k, default_rng({args.val_seed}).permutation(5000)[:{args.val_size}]"
 
 
@@ -154,11 +155,12 @@ def _figures(rows: list[tuple[bool, bool]]) -> dict[str, Any]:
     return {"n": len(rows), "accuracy": float(ok.mean()), "flagged_uncertain": float(flag.mean())}
 
 
-def digit_report(predictor: Predictor, n: int, seed: int) -> dict[str, Any]:
+def digit_report(predictor: Predictor, n: int, seed: int, purpose: str = "evaluation") -> dict[str, Any]:
     """Accuracy and share flagged uncertain on ``n`` generated digits through each path,
-    with breakdowns by style factor, digit, template and (images) artifacts."""
-    samples = list(synth.digit_samples(n, "evaluation", seed))
-    out: dict[str, Any] = {"n_drawings": n, "purpose": "evaluation", "seed": seed}
+    with breakdowns by style factor, digit, template and (images) artifacts. Model
+    selection (cross-validation) uses the ``calibration`` purpose, never ``evaluation``."""
+    samples = list(synth.digit_samples(n, purpose, seed))
+    out: dict[str, Any] = {"n_drawings": n, "purpose": purpose, "seed": seed}
     rule = predictor.meta.uncertainty
     for path in synth.PATHS:
         t0 = time.time()

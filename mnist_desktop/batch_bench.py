@@ -170,7 +170,7 @@ class PeakMemory:
 
 # --------------------------------------------------------------------------- measurements
 
-def run_engine(folder: Path, predictor, workers: int | None, batch_size: int) -> dict:
+def run_engine(folder: Path, predictor, workers: int | None, batch_size: int, precision: str = "fp32") -> dict:
     """Listing + decoding + preprocessing + inference, results kept in a ResultStore."""
     from mnist_desktop.core.batch import ResultStore, classify_with_progress, collect_files
 
@@ -181,7 +181,7 @@ def run_engine(folder: Path, predictor, workers: int | None, batch_size: int) ->
         t_list = time.perf_counter() - t0
         store = ResultStore(labels)
         for prog in classify_with_progress(files, predictor, workers=workers, batch_size=batch_size,
-                                           folder_labels=labels):
+                                           folder_labels=labels, precision=precision):
             store.extend(prog.results)
         elapsed = time.perf_counter() - t0
     rep = store.report()
@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=None, help="files per chunk (default: the engine's)")
+    p.add_argument("--precision", default="fp32,bf16",
+                   help="comma-separated inference precisions to measure (default fp32,bf16)")
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds of engine + baseline, measured back to back (default 1); on a shared "
                         "machine the median of the per-round ratios is the robust figure")
@@ -245,19 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     cores = default_workers()
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         folder = generate_pngs(args.dir, args.files, size, args.mnist)
-        ratios, rates, cpu_rates = [], [], []
+        precisions = [s.strip() for s in args.precision.split(",") if s.strip()]
+        rates: dict[str, list[float]] = {p: [] for p in precisions}
+        cpu_rates: dict[str, list[float]] = {p: [] for p in precisions}
+        ratios: dict[str, list[float]] = {p: [] for p in precisions}
         for rnd in range(1, args.repeat + 1):
-            tag = f"{size}x{size} PNG" + (f" round {rnd}" if args.repeat > 1 else "")
-            eng = run_engine(folder, predictor, args.workers, batch)
-            rates.append(eng["rate"])
-            cpu_rates.append(eng["n"] * cores / eng["cpu_s"])
-            print(f"{tag}, {eng['n']:,} files: engine {eng['rate']:,.0f} img/s "
-                  f"({eng['seconds']:.2f} s incl. listing {eng['listing_s']:.2f} s; {eng['failed']} failed; "
-                  f"accuracy {100 * eng['accuracy']:.2f}%); CPU {1e6 * eng['cpu_s'] / eng['n']:.0f} us/image "
-                  f"(= {cpu_rates[-1]:,.0f} img/s if {cores} cores were ours alone); "
-                  f"peak memory, this process + {eng['processes'] - 1} child processes: "
-                  f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB; "
-                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
+            for prec in precisions:
+                tag = f"{size}x{size} PNG, {prec}" + (f", round {rnd}" if args.repeat > 1 else "")
+                eng = run_engine(folder, predictor, args.workers, batch, prec)
+                rates[prec].append(eng["rate"])
+                cpu_rates[prec].append(eng["n"] * cores / eng["cpu_s"])
+                print(f"{tag}, {eng['n']:,} files: engine {eng['rate']:,.0f} img/s "
+                      f"({eng['seconds']:.2f} s incl. listing {eng['listing_s']:.2f} s; {eng['failed']} failed; "
+                      f"accuracy {100 * eng['accuracy']:.2f}%); CPU {1e6 * eng['cpu_s'] / eng['n']:.0f} us/image "
+                      f"(= {cpu_rates[prec][-1]:,.0f} img/s if {cores} cores were ours alone); "
+                      f"peak memory, this process + {eng['processes'] - 1} child processes: "
+                      f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB; "
+                      f"load average {os.getloadavg()[0]:.2f}", flush=True)
             if args.baseline_files:
                 # One thread: a single 28x28 forward gains nothing from more, and idle OpenMP
                 # threads spinning on a busy machine would make the baseline look worse.
@@ -265,15 +271,18 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(1)
                 base = run_baseline(folder, predictor, args.baseline_files)
                 torch.set_num_threads(saved)
-                ratios.append(eng["rate"] / base["rate"])
-                print(f"{tag}, baseline one-at-a-time PIL+torch loop on {base['n']:,} files: "
-                      f"{base['rate']:,.0f} img/s, CPU {1e6 * base['cpu_s'] / base['n']:.0f} us/image "
-                      f"-> engine / baseline = {ratios[-1]:.1f}x", flush=True)
+                for prec in precisions:
+                    ratios[prec].append(rates[prec][-1] / base["rate"])
+                print(f"{size}x{size} PNG, baseline one-at-a-time PIL+torch loop (fp32) on {base['n']:,} files: "
+                      f"{base['rate']:,.0f} img/s, CPU {1e6 * base['cpu_s'] / base['n']:.0f} us/image -> engine / "
+                      "baseline = " + ", ".join(f"{ratios[p][-1]:.1f}x ({p})" for p in precisions), flush=True)
         if args.repeat > 1:
-            print(f"{size}x{size} PNG summary over {args.repeat} rounds: engine median "
-                  f"{np.median(rates):,.0f} img/s (best {max(rates):,.0f}); CPU-bound estimate median "
-                  f"{np.median(cpu_rates):,.0f} img/s"
-                  + (f"; engine / baseline median {np.median(ratios):.1f}x" if ratios else ""), flush=True)
+            for prec in precisions:
+                print(f"{size}x{size} PNG, {prec}, summary over {args.repeat} rounds: engine median "
+                      f"{np.median(rates[prec]):,.0f} img/s (best {max(rates[prec]):,.0f}); CPU-bound estimate "
+                      f"median {np.median(cpu_rates[prec]):,.0f} img/s"
+                      + (f"; engine / baseline median {np.median(ratios[prec]):.1f}x" if ratios[prec] else ""),
+                      flush=True)
     return 0
 
 

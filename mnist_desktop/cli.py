@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=128, help="files per decoding chunk and inference batch (default 128)")
     c.add_argument("--workers", type=int, default=None,
                    help="decoding worker processes (default: one per CPU core; 0 = in-process)")
+    c.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="CPU inference precision: bf16 is about twice as fast where the CPU has native "
+                        "bfloat16, probabilities within ~0.01 (default fp32)")
     c.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
 
     e = sub.add_parser("evaluate", help="measure a model on labelled data")
@@ -169,7 +172,8 @@ def cmd_classify(args) -> int:
     interrupted = False
     try:
         for prog in classify_with_progress(files, predictor, batch_size=args.batch_size,
-                                           workers=args.workers, folder_labels=labels):
+                                           workers=args.workers, folder_labels=labels,
+                                           precision=args.precision):
             take(prog.results)
             if show_progress:
                 print(f"\r\033[K{prog.describe()}", end="", file=sys.stderr, flush=True)

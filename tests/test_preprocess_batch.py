@@ -1,0 +1,107 @@
+"""The vectorized small-image path gives exactly what preprocess gives, image by image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_desktop.core.batch import decode_chunk, decode_one
+from mnist_desktop.core.preprocess import EmptyInputError, PreprocessOptions, preprocess, preprocess_small_batch
+
+
+def _scalar(img, opts):
+    try:
+        return preprocess(img, opts)
+    except EmptyInputError as e:
+        return e
+
+
+def _assert_same(batch, scalar):
+    assert len(batch) == len(scalar)
+    for b, s in zip(batch, scalar):
+        if isinstance(s, Exception) or isinstance(b, Exception):
+            assert type(b) is type(s) and str(b) == str(s)
+        else:
+            assert b.dtype == np.float32 and np.array_equal(b, s)
+
+
+@pytest.mark.parametrize("opts", [PreprocessOptions(), PreprocessOptions(blur_sigma=0.5)])
+def test_small_batch_equals_preprocess(mnist_test, opts):
+    rng = np.random.default_rng(0)
+    g = mnist_test.images[:500].astype(np.float32) / 255
+    variants = [
+        g, 1 - g,                                       # both polarities
+        0.3 + 0.5 * g,                                  # low contrast on grey
+        np.clip(g + rng.normal(0, 0.05, g.shape), 0, 1),  # noise
+        np.roll(g[:200], 9, axis=2),                    # off-centre (clipped at the border)
+        np.zeros((3, 28, 28)), np.full((2, 28, 28), 0.7),  # empty, uniform
+        g[:200, ::2, ::2],                              # 14x14: resampled, not snapped
+        np.pad(g[:100], ((0, 0), (4, 8), (2, 0))),      # 40x30
+    ]
+    for arr in variants:
+        arr = arr.astype(np.float32)
+        _assert_same(preprocess_small_batch(arr, opts), [_scalar(a, opts) for a in arr])
+
+
+def test_small_batch_refuses_large_images():
+    with pytest.raises(ValueError):
+        preprocess_small_batch(np.zeros((1, 100, 100), np.float32))
+    assert preprocess_small_batch(np.zeros((0, 28, 28), np.float32)) == []
+
+
+def test_decode_chunk_matches_decode_one(mnist_test, tmp_path):
+    paths = []
+    for i in range(40):
+        img = Image.fromarray(mnist_test.images[i] if i % 4 else 255 - mnist_test.images[i])
+        if i % 5 == 0:
+            img = img.resize((56, 56))                  # small, other size
+        if i % 7 == 0:
+            img = img.convert("RGB")
+        paths.append(str(tmp_path / f"{i}.png"))
+        img.save(paths[-1])
+    Image.fromarray(mnist_test.images[0]).resize((300, 300)).save(tmp_path / "big.png")
+    la = Image.new("LA", (28, 28), (0, 0))              # alpha ink: the one-by-one path
+    la.putpixel((14, 14), (0, 255))
+    la.save(tmp_path / "alpha.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.new("L", (28, 28), 255).save(tmp_path / "blank.png")
+    paths += [str(tmp_path / n) for n in ("big.png", "alpha.png", "broken.png", "blank.png", "missing.png")]
+    opts = PreprocessOptions()
+    images, errors = decode_chunk(paths, opts)
+    singles = [decode_one(p, opts) for p in paths]
+    assert errors == [e for _, e in singles]
+    ok = [img for img, e in singles if e is None]
+    assert len(images) == len(ok) == len(paths) - 3
+    for a, b in zip(images, ok):
+        assert np.array_equal(a, b)
+
+
+def test_bf16_inference_stays_close_to_fp32(mnist_test, default_model, tmp_path):
+    import torch
+
+    from mnist_desktop.core.batch import _Inference, classify_files
+    from mnist_desktop.core.predictor import Predictor
+
+    predictor = Predictor.from_file(default_model, "cpu")
+    images = mnist_test.images[:512].astype(np.float32) / 255
+    fp32 = _Inference(predictor, 1)
+    bf16 = _Inference(predictor, 1, "bf16")
+    p32, _ = fp32(images)
+    p16, _ = bf16(images)
+    fp32.close(), bf16.close()
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert bf16.precision == "bf16" and not bf16.note
+        assert np.abs(p16 - p32).max() < 0.05
+        assert (p16.argmax(1) != p32.argmax(1)).sum() <= 2
+    else:
+        assert bf16.precision == "fp32" and "bfloat16" in bf16.note
+        assert np.array_equal(p16, p32)
+    with pytest.raises(ValueError, match="precision"):
+        _Inference(predictor, 1, "fp8")
+    for i in range(20):
+        Image.fromarray(mnist_test.images[i]).save(tmp_path / f"{i}.png")
+    files = sorted(str(p) for p in tmp_path.glob("*.png"))
+    a = [r.prediction for r in classify_files(files, predictor, workers=0, precision="bf16")]
+    b = [r.prediction for r in classify_files(files, predictor, workers=0)]
+    assert len(a) == 20 and sum(x != y for x, y in zip(a, b)) <= 1

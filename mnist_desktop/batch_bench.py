@@ -191,6 +191,37 @@ def run_engine(folder: Path, predictor, workers: int | None, batch_size: int, pr
             "processes": mem.peak_processes, "cpu_s": mem.cpu_seconds}
 
 
+BACKENDS = ("onnx", "torch", "torch-bf16")
+
+
+def load_backend(model_path, backend: str):
+    """The predictor and precision that ``classify`` uses for ``backend``."""
+    if backend == "onnx":
+        from mnist_desktop.core.onnx_predictor import OnnxPredictor, onnx_for
+
+        return OnnxPredictor(onnx_for(model_path), source=model_path), "fp32"
+    from mnist_desktop.core.predictor import Predictor
+
+    return Predictor.from_file(model_path, "cpu"), "bf16" if backend == "torch-bf16" else "fp32"
+
+
+def engine_in_child(folder: Path, model_path, backend: str, workers: int | None, batch_size: int) -> dict:
+    """:func:`run_engine` in a fresh process that imports only what ``backend`` needs, so
+    its memory figure is what ``mnist-desktop classify`` would use (torch, imported here
+    for the baseline, is not counted for the ONNX Runtime backend)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, "-m", "mnist_desktop.batch_bench", "--engine-child", str(folder), "--backend", backend,
+           "--model", str(model_path), "--batch-size", str(batch_size)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"engine ({backend}) failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_baseline(folder: Path, predictor, n: int) -> dict:
     """The plain loop: one file at a time, Image.open -> preprocess -> one forward."""
     from PIL import Image
@@ -222,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=None, help="files per chunk (default: the engine's)")
-    p.add_argument("--precision", default="fp32,bf16",
-                   help="comma-separated inference precisions to measure (default fp32,bf16)")
+    p.add_argument("--backends", default=",".join(BACKENDS),
+                   help=f"comma-separated inference backends to measure (default {','.join(BACKENDS)}; "
+                        "onnx is what classify uses on a CPU)")
+    p.add_argument("--engine-child", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="onnx", help=argparse.SUPPRESS)
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds of engine + baseline, measured back to back (default 1); on a shared "
                         "machine the median of the per-round ratios is the robust figure")
@@ -231,12 +265,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from mnist_desktop.core.batch import DEFAULT_BATCH_SIZE, default_workers
     from mnist_desktop.core.paths import default_model_path
+
+    if args.engine_child:
+        import json
+
+        predictor, precision = load_backend(args.model or default_model_path(), args.backend)
+        res = run_engine(args.engine_child, predictor, args.workers, args.batch_size or DEFAULT_BATCH_SIZE,
+                         precision)
+        print(json.dumps(res))
+        return 0
     from mnist_desktop.core.predictor import Predictor
 
     if not (args.mnist / "train-5k-images-idx3-ubyte.gz").exists():
         print(f"MNIST train-5k not found in {args.mnist} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
-    predictor = Predictor.from_file(args.model or default_model_path(), "cpu")
+    model_path = args.model or default_model_path()
+    predictor = Predictor.from_file(model_path, "cpu")
     batch = args.batch_size or DEFAULT_BATCH_SIZE
     import torch
     print(f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
@@ -247,20 +291,20 @@ def main(argv: list[str] | None = None) -> int:
     cores = default_workers()
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         folder = generate_pngs(args.dir, args.files, size, args.mnist)
-        precisions = [s.strip() for s in args.precision.split(",") if s.strip()]
-        rates: dict[str, list[float]] = {p: [] for p in precisions}
-        cpu_rates: dict[str, list[float]] = {p: [] for p in precisions}
-        ratios: dict[str, list[float]] = {p: [] for p in precisions}
+        backends = [s.strip() for s in args.backends.split(",") if s.strip()]
+        rates: dict[str, list[float]] = {p: [] for p in backends}
+        cpu_rates: dict[str, list[float]] = {p: [] for p in backends}
+        ratios: dict[str, list[float]] = {p: [] for p in backends}
         for rnd in range(1, args.repeat + 1):
-            for prec in precisions:
-                tag = f"{size}x{size} PNG, {prec}" + (f", round {rnd}" if args.repeat > 1 else "")
-                eng = run_engine(folder, predictor, args.workers, batch, prec)
-                rates[prec].append(eng["rate"])
-                cpu_rates[prec].append(eng["n"] * cores / eng["cpu_s"])
+            for backend in backends:
+                tag = f"{size}x{size} PNG, {backend}" + (f", round {rnd}" if args.repeat > 1 else "")
+                eng = engine_in_child(folder, model_path, backend, args.workers, batch)
+                rates[backend].append(eng["rate"])
+                cpu_rates[backend].append(eng["n"] * cores / eng["cpu_s"])
                 print(f"{tag}, {eng['n']:,} files: engine {eng['rate']:,.0f} img/s "
                       f"({eng['seconds']:.2f} s incl. listing {eng['listing_s']:.2f} s; {eng['failed']} failed; "
                       f"accuracy {100 * eng['accuracy']:.2f}%); CPU {1e6 * eng['cpu_s'] / eng['n']:.0f} us/image "
-                      f"(= {cpu_rates[prec][-1]:,.0f} img/s if {cores} cores were ours alone); "
+                      f"(= {cpu_rates[backend][-1]:,.0f} img/s if {cores} cores were ours alone); "
                       f"peak memory, this process + {eng['processes'] - 1} child processes: "
                       f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB; "
                       f"load average {os.getloadavg()[0]:.2f}", flush=True)
@@ -271,17 +315,17 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(1)
                 base = run_baseline(folder, predictor, args.baseline_files)
                 torch.set_num_threads(saved)
-                for prec in precisions:
-                    ratios[prec].append(rates[prec][-1] / base["rate"])
+                for backend in backends:
+                    ratios[backend].append(rates[backend][-1] / base["rate"])
                 print(f"{size}x{size} PNG, baseline one-at-a-time PIL+torch loop (fp32) on {base['n']:,} files: "
                       f"{base['rate']:,.0f} img/s, CPU {1e6 * base['cpu_s'] / base['n']:.0f} us/image -> engine / "
-                      "baseline = " + ", ".join(f"{ratios[p][-1]:.1f}x ({p})" for p in precisions), flush=True)
+                      "baseline = " + ", ".join(f"{ratios[p][-1]:.1f}x ({p})" for p in backends), flush=True)
         if args.repeat > 1:
-            for prec in precisions:
-                print(f"{size}x{size} PNG, {prec}, summary over {args.repeat} rounds: engine median "
-                      f"{np.median(rates[prec]):,.0f} img/s (best {max(rates[prec]):,.0f}); CPU-bound estimate "
-                      f"median {np.median(cpu_rates[prec]):,.0f} img/s"
-                      + (f"; engine / baseline median {np.median(ratios[prec]):.1f}x" if ratios[prec] else ""),
+            for backend in backends:
+                print(f"{size}x{size} PNG, {backend}, summary over {args.repeat} rounds: engine median "
+                      f"{np.median(rates[backend]):,.0f} img/s (best {max(rates[backend]):,.0f}); CPU-bound estimate "
+                      f"median {np.median(cpu_rates[backend]):,.0f} img/s"
+                      + (f"; engine / baseline median {np.median(ratios[backend]):.1f}x" if ratios[backend] else ""),
                       flush=True)
     return 0
 

@@ -298,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     run_dir = train_digits(args)
     report = stage_calibrate(name_model(run_dir), args)
+    from mnist_desktop.core.checkpoint import export_onnx, load_model
+
+    onnx_path = export_onnx(load_model(args.output), Path(args.output).with_suffix(".onnx"))
+    log(f"wrote {onnx_path} (batch classification's ONNX Runtime copy, verified against the model)")
     card = model_card(Path(args.output), report, command.strip())
     card_path = Path(args.output).with_suffix(".md")
     card_path.write_text(card, encoding="utf-8")

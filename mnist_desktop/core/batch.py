@@ -360,6 +360,10 @@ class _Inference:
         self._saved_threads = None
         model = getattr(predictor, "model", None)
         meta = getattr(predictor, "meta", None)
+        if threads and hasattr(predictor, "set_threads"):   # OnnxPredictor
+            predictor.set_threads(threads)
+        if precision == "bf16" and model is None:
+            self.note = "bf16 needs the torch backend; classifying in fp32"
         if model is None or meta is None or getattr(predictor, "device", None) != "cpu":
             return
         import copy

@@ -259,7 +259,37 @@ def _read(path: Path, with_tensors: bool):
     return _read_safetensors(path, with_tensors)
 
 
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header, read without torch (format: u64
+    little-endian header length, then that many bytes of JSON)."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("file too short")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100_000_000):
+            raise ValueError(f"header length {n} out of range")
+        header = json.loads(f.read(n))
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
 def _read_safetensors(path: Path, with_tensors: bool):
+    if not with_tensors:
+        # Metadata only (the model list, batch inference through ONNX Runtime): no torch.
+        try:
+            raw_meta = _safetensors_metadata(path).get(META_KEY)
+        except Exception as e:
+            raise CheckpointError(f"{path.name}: not a valid model file ({_one_line(e)})") from None
+        if not isinstance(raw_meta, str):
+            raise CheckpointError(f"{path.name}: safetensors file without mnist-desktop metadata")
+        try:
+            return ModelMeta.from_json(raw_meta), None
+        except CheckpointError as e:
+            raise CheckpointError(f"{path.name}: {e}" if not str(e).startswith(path.name) else str(e)) from None
     from safetensors import safe_open
 
     try:
@@ -336,6 +366,12 @@ def export_onnx(loaded: LoadedModel, path: str | os.PathLike, atol: float = 1e-5
     proto = onnx.load_from_string(buf.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, loaded.meta.to_json()
+    if loaded.path is not None and Path(loaded.path).is_file():
+        # Which model file this copy was made from (mnist_desktop.core.onnx_predictor).
+        from mnist_desktop.core.onnx_predictor import SOURCE_KEY, file_sha256
+
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = SOURCE_KEY, file_sha256(loaded.path)
     try:
         atomic_write_bytes(path, proto.SerializeToString())
     except OSError as e:

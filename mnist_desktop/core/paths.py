@@ -35,6 +35,19 @@ def user_data_dir() -> Path:
     return user_data_path(APP_NAME, appauthor=False)
 
 
+def user_cache_dir() -> Path:
+    """Rebuildable per-user files (ONNX copies of models); ``MNIST_DESKTOP_CACHE``
+    overrides, and ``MNIST_DESKTOP_DATA`` moves it along with the data."""
+    env = os.environ.get("MNIST_DESKTOP_CACHE")
+    if env:
+        return Path(env)
+    if os.environ.get("MNIST_DESKTOP_DATA"):
+        return user_data_dir() / "cache"
+    from platformdirs import user_cache_path
+
+    return user_cache_path(APP_NAME, appauthor=False)
+
+
 def user_models_dir() -> Path:
     return user_data_dir() / "models"
 

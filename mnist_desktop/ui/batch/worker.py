@@ -135,10 +135,10 @@ def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: 
 
         predictor = model
         if predictor is None or isinstance(predictor, (str, bytes, os.PathLike)):
+            from mnist_desktop.core.onnx_predictor import batch_predictor
             from mnist_desktop.core.paths import default_model_path
-            from mnist_desktop.core.predictor import Predictor
 
-            predictor = Predictor.from_file(predictor or default_model_path(), device)
+            predictor, _ = batch_predictor(predictor or default_model_path(), device)
         yield ClassifyEvent(ClassifyEvent.MODEL, predictor)
         labels = predictor.labels
         errors: list[tuple[str, str]] = []

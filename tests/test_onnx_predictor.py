@@ -1,0 +1,90 @@
+"""Batch inference through ONNX Runtime: same answers as torch, no torch import,
+never stale weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_desktop.core import onnx_predictor as op
+from mnist_desktop.core.checkpoint import ModelMeta, save_model
+from mnist_desktop.core.models import build_model
+from mnist_desktop.core.predictor import Predictor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_shipped_onnx_copy_is_fresh(default_model):
+    sibling = default_model.with_suffix(".onnx")
+    assert sibling.is_file(), "resources/models/default.onnx is missing: mnist-desktop export --format onnx"
+    assert op._recorded_source(sibling) == op.file_sha256(default_model), \
+        "default.onnx was exported from another default.safetensors: export it again"
+
+
+def test_onnx_predictor_matches_torch(default_model, mnist_test):
+    pred, note = op.batch_predictor(default_model, "cpu")
+    assert isinstance(pred, op.OnnxPredictor) and note == ""
+    ref = Predictor.from_file(default_model, "cpu")
+    images = mnist_test.images[:300].astype(np.float32) / 255
+    p1, u1, s1 = pred.probabilities(images)
+    p2, u2, s2 = ref.probabilities(images)
+    assert np.abs(p1 - p2).max() < 1e-5 and np.array_equal(u1, u2)
+    assert pred.labels == ref.labels and pred.options == ref.options
+    pred.set_threads(2)
+    assert np.abs(pred.probabilities(images)[0] - p1).max() < 1e-6
+
+
+def _tiny_model(path, seed):
+    torch.manual_seed(seed)
+    save_model(path, build_model("mlp"), ModelMeta(arch="mlp"))
+    return path
+
+
+def test_stale_copy_is_never_used(tmp_path):
+    model = _tiny_model(tmp_path / "m.safetensors", 0)
+    cache = tmp_path / "cache"
+    first = op.onnx_for(model, cache)                     # exported in a child process
+    assert first.parent == cache and op._recorded_source(first) == op.file_sha256(model)
+    assert op.onnx_for(model, cache) == first             # reused
+    _tiny_model(model, 1)                                 # the model file changes
+    second = op.onnx_for(model, cache)
+    assert second != first and op._recorded_source(second) == op.file_sha256(model)
+    x = np.random.default_rng(0).random((4, 28, 28), dtype=np.float32)
+    onnx_p = op.OnnxPredictor(second, source=model).probabilities(x)[0]
+    torch_p = Predictor.from_file(model, "cpu").probabilities(x)[0]
+    assert np.abs(onnx_p - torch_p).max() < 1e-5
+
+
+def test_falls_back_to_torch_with_a_note(default_model, monkeypatch):
+    def unavailable(*a, **k):
+        raise op.OnnxUnavailable("onnxruntime is not installed")
+    monkeypatch.setattr(op, "onnx_for", unavailable)
+    pred, note = op.batch_predictor(default_model, "cpu")
+    assert isinstance(pred, Predictor) and "onnxruntime is not installed" in note
+
+
+def test_bad_model_file_fails_with_one_line(tmp_path):
+    from mnist_desktop.core.checkpoint import CheckpointError
+
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(CheckpointError) as e:
+        op.batch_predictor(bad, "cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_classify_never_imports_torch(mnist_test, tmp_path):
+    from PIL import Image
+
+    for i in range(30):
+        Image.fromarray(mnist_test.images[i]).save(tmp_path / f"{i}.png")
+    code = ("import sys; from mnist_desktop.cli import main; "
+            f"rc = main(['classify', {str(tmp_path)!r}, '-q', '-o', {str(tmp_path / 'out.csv')!r}, "
+            "'--device', 'cpu']); print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["0", "False"], out.stderr
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 31

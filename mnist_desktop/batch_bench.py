@@ -191,15 +191,16 @@ def run_engine(folder: Path, predictor, workers: int | None, batch_size: int, pr
             "processes": mem.peak_processes, "cpu_s": mem.cpu_seconds}
 
 
-BACKENDS = ("onnx", "torch", "torch-bf16")
+BACKENDS = ("onnx", "onnx-int8", "torch", "torch-bf16")
 
 
 def load_backend(model_path, backend: str):
     """The predictor and precision that ``classify`` uses for ``backend``."""
-    if backend == "onnx":
+    if backend in ("onnx", "onnx-int8"):
         from mnist_desktop.core.onnx_predictor import OnnxPredictor, onnx_for
 
-        return OnnxPredictor(onnx_for(model_path), source=model_path), "fp32"
+        precision = "int8" if backend == "onnx-int8" else "fp32"
+        return OnnxPredictor(onnx_for(model_path, precision=precision), source=model_path), "fp32"
     from mnist_desktop.core.predictor import Predictor
 
     return Predictor.from_file(model_path, "cpu"), "bf16" if backend == "torch-bf16" else "fp32"

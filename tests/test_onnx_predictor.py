@@ -88,3 +88,21 @@ def test_classify_never_imports_torch(mnist_test, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["0", "False"], out.stderr
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 31
+
+
+def test_int8_copy_is_cached_keyed_and_close(default_model, mnist_test, tmp_path, monkeypatch):
+    monkeypatch.setattr(op, "INT8_CALIBRATION_IMAGES", 200)
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(default_model.read_bytes())
+    cache = tmp_path / "cache"
+    int8 = op.onnx_for(model, cache, precision="int8")
+    assert int8.name.endswith(".int8.onnx") and op._recorded_source(int8) == op.file_sha256(model)
+    assert op.onnx_for(model, cache, precision="int8") == int8
+    images = mnist_test.images[:500].astype(np.float32) / 255
+    q = op.OnnxPredictor(int8, source=model)
+    ref = op.OnnxPredictor(op.onnx_for(model, cache), source=model)
+    assert q.meta.to_json() == ref.meta.to_json()
+    pq, pr = q.probabilities(images)[0], ref.probabilities(images)[0]
+    assert (pq.argmax(1) != pr.argmax(1)).sum() <= 3 and np.abs(pq - pr).max() < 0.2
+    with pytest.raises(ValueError, match="precision"):
+        op.onnx_for(model, cache, precision="int4")

@@ -17,6 +17,12 @@ Where the ONNX copy comes from:
 
 Every copy records the SHA-256 of the model file it came from, so an edited or retrained
 model file never runs with stale weights.
+
+``precision="int8"`` (opt-in) runs a statically quantized copy (ONNX Runtime QDQ, weights
+per channel, activations calibrated on 1,000 generated stroke-drawn digits from the
+``calibration`` seeds of :mod:`mnist_desktop.core.synth`), made from the fp32 copy on first
+use and cached the same way: about twice the fp32 throughput; on the MNIST test set it
+changes a handful of answers in 10,000, all near-ties.
 """
 
 from __future__ import annotations
@@ -75,7 +81,12 @@ def export_command(model: Path, output: Path) -> list[str]:
             "-o", str(output)]
 
 
-def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: float = 300) -> Path:
+PRECISIONS = ("fp32", "int8")
+INT8_CALIBRATION_IMAGES = 1000
+
+
+def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: float = 300,
+             precision: str = "fp32") -> Path:
     """An ONNX copy of ``model_path`` that records its current digest (see module doc).
 
     Raises
@@ -87,7 +98,11 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
         import onnxruntime  # noqa: F401
     except ImportError:
         raise OnnxUnavailable("onnxruntime is not installed") from None
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     model_path = Path(model_path)
+    if precision == "int8":
+        return _int8_copy(model_path, onnx_for(model_path, cache, timeout), cache)
     digest = file_sha256(model_path)
     sibling = model_path.with_suffix(".onnx")
     if sibling.is_file() and _recorded_source(sibling) == digest:
@@ -104,6 +119,64 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
     if done.returncode != 0 or _recorded_source(target) != digest:
         last = (done.stderr or done.stdout or "").strip().splitlines()
         raise OnnxUnavailable(f"could not export an ONNX copy: {last[-1] if last else f'exit {done.returncode}'}")
+    return target
+
+
+def _int8_copy(model_path: Path, fp32: Path, cache: Path | None) -> Path:
+    """The quantized copy of ``fp32`` (sibling ``<stem>.int8.onnx`` or cached), made here
+    when missing or stale: no torch needed."""
+    digest = file_sha256(model_path)
+    sibling = model_path.with_suffix(".int8.onnx")
+    if sibling.is_file() and _recorded_source(sibling) == digest:
+        return sibling
+    target = (cache or cache_dir()) / f"{digest}.int8.onnx"
+    if target.is_file() and _recorded_source(target) == digest:
+        return target
+    try:
+        quantize(fp32, target)
+    except Exception as e:  # quantization tooling raises many types
+        raise OnnxUnavailable(f"could not make an int8 copy ({type(e).__name__}: {str(e)[:120]})") from None
+    return target
+
+
+def quantize(fp32: Path, target: Path, n_calibration: int | None = None) -> Path:
+    """Static int8 quantization of an fp32 ONNX copy, calibrated on generated digits; the
+    metadata (model description, source digest) is carried over."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mnist_desktop.core import synth
+    from mnist_desktop.core.checkpoint import atomic_write_bytes
+
+    props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+    meta = ModelMeta.from_json(props[META_KEY])
+    n_calibration = n_calibration or INT8_CALIBRATION_IMAGES
+    samples = synth.preprocess_samples(synth.digit_samples(n_calibration, "calibration", 0), "mixed",
+                                       PreprocessOptions.from_dict(meta.preprocess))
+    x = normalize(samples.images, meta.normalization.mean, meta.normalization.std)[:, None]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter([{"image": np.ascontiguousarray(x[i:i + 100])} for i in range(0, len(x), 100)])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32), str(pre))
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        model = onnx.load(str(out))
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, model.SerializeToString())
     return target
 
 
@@ -166,10 +239,12 @@ def _cuda_present() -> bool:
         or ctypes.util.find_library("cuda") is not None
 
 
-def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads: int = 1):
+def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads: int = 1,
+                    precision: str = "fp32"):
     """The predictor for classifying many files: ONNX Runtime on the CPU, torch on a GPU
     (or when no ONNX copy can be had). Returns ``(predictor, note)``; ``note`` says why
-    torch was used when ONNX Runtime was wanted ("" otherwise).
+    torch was used when ONNX Runtime was wanted ("" otherwise). ``precision`` ``int8``
+    selects the quantized copy (CPU only).
 
     Raises :class:`CheckpointError` for an unusable model file, as ``load_model`` does.
     """
@@ -179,7 +254,7 @@ def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads
     note = ""
     if device == "cpu" or (device == "auto" and not _cuda_present()):
         try:
-            return OnnxPredictor(onnx_for(model_path), threads, source=model_path), ""
+            return OnnxPredictor(onnx_for(model_path, precision=precision), threads, source=model_path), ""
         except (OnnxUnavailable, CheckpointError) as e:
             note = f"{e}; classifying with torch"
     from mnist_desktop.core.predictor import Predictor

@@ -242,6 +242,10 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         "- Trained on 5,000 digits in MNIST's American style (European 1s and 7s are taught by",
         "  augmentation only). Weakest generated drawing styles (all paths): "
         + ", ".join(f"{name} {100 * acc:.0f}%" for name, acc in weakest) + ".",
+        "- Lowest recall on the MNIST test set: "
+        + ", ".join(f"{k} ({100 * v:.2f}%)" for k, v in sorted(per_class.items(), key=lambda kv: kv[1])[:2])
+        + (". Teaching European 1s (flag) and 7s (crossbar) trades some of MNIST's American 1s"
+           " and 7s for drawings that MNIST lacks." if (cfg.get("augment") or {}).get("european") else "."),
         "- Letters that look like digits (O, l, I, S, Z, B, g, q, b, G) are read as digits on",
         "  purpose.",
         "",

@@ -168,7 +168,7 @@ def markdown(rows: list[dict[str, Any]], data: str, command: str, cv_dir: Path |
               "the 60k training images.) Expected: about 99.5% test accuracy. That is an estimate, not",
               "a measurement: this machine cannot download the full set. It rests on the reference",
               "recipes reaching 99.30-99.35% from 60k with weaker augmentation, and on the flagship",
-              "beating the best of them by 0.7 points when both learn from the same 5k.", ""]
+              "beating the best of them by about half a point when both learn from the same 5k.", ""]
     lines += cv_section(cv_dir) if cv_dir else []
     return "\n".join(lines)
 

@@ -154,13 +154,15 @@ def test_unreadable_file_is_reported(tmp_path, mnist_test, predictor, monkeypatc
     try:
         if os.geteuid() == 0:
             # root reads mode-000 files, so simulate the refusal the OS gives everyone else
-            real_open = Image.open
+            import builtins
+
+            real_open = builtins.open
 
             def refusing_open(fp, *a, **k):
                 if str(fp) == str(p):
                     raise PermissionError(13, "Permission denied", str(p))
                 return real_open(fp, *a, **k)
-            monkeypatch.setattr("mnist_desktop.core.preprocess.Image.open", refusing_open)
+            monkeypatch.setattr(builtins, "open", refusing_open)
         (r,) = classify_files([p], predictor, workers=0)
         assert not r.ok and r.error == "permission denied"
     finally:

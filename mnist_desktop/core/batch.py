@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import csv
 import errno
+import io
 import itertools
 import json
 import math
@@ -158,20 +159,30 @@ def decode_one(path: str, options: PreprocessOptions) -> tuple[np.ndarray | None
 
 def _stat_error(path: str) -> str | None:
     """Why ``path`` cannot be decoded before opening it (None when it may be)."""
+    return _stat(path)[0]
+
+
+def _stat(path: str) -> tuple[str | None, int]:
+    """``(reason, 0)`` when ``path`` cannot be decoded, else ``(None, size in bytes)``."""
     try:
         st = os.stat(path)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            return "symlink loop"
+            return "symlink loop", 0
         if e.errno in (errno.EACCES, errno.EPERM):
-            return "permission denied"
+            return "permission denied", 0
         if e.errno == errno.ENOENT:
-            return "file not found" if not os.path.islink(path) else "broken symlink"
-        return f"cannot read file ({e.strerror or e})"
+            return ("file not found" if not os.path.islink(path) else "broken symlink"), 0
+        return f"cannot read file ({e.strerror or e})", 0
     if not stat.S_ISREG(st.st_mode):
         # A FIFO or device named *.png would block or stream forever in open().
-        return "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-    return None
+        return ("is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"), 0
+    return None, st.st_size
+
+
+# Files up to this size are read with one system call and decoded from memory: Pillow
+# reads a PNG in many small chunks, which costs more than decoding a 28x28 image.
+WHOLE_READ_BYTES = 256 * 1024
 
 
 def _guarded(fn) -> tuple[Any, str | None]:
@@ -194,13 +205,20 @@ def _small_gray(path: str, options: PreprocessOptions) -> tuple[Any, str | None]
     ink (for :func:`preprocess_small_batch`), ``(28x28 result, None)`` for any other image,
     or ``(None, reason)``."""
     def load():
-        img = load_image(path)
+        source: Any = path
+        if 0 < size <= WHOLE_READ_BYTES:
+            try:
+                with open(path, "rb") as f:
+                    source = io.BytesIO(f.read())
+            except OSError:
+                pass  # load_image(path) gives the one-line reason
+        img = load_image(source)
         if img.width * img.height <= SMALL_BATCH_PIXELS and max(img.size) <= 64 and img.width and img.height:
             gray, alpha_ink = image_to_gray(img)
             if not alpha_ink:
                 return gray
         return _Done(preprocess(img, options))
-    err = _stat_error(path)
+    err, size = _stat(path)
     return (None, err) if err else _guarded(load)
 
 

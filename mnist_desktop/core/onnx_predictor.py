@@ -101,14 +101,18 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     model_path = Path(model_path)
-    if precision == "int8":
-        return _int8_copy(model_path, onnx_for(model_path, cache, timeout), cache)
     digest = file_sha256(model_path)
-    sibling = model_path.with_suffix(".onnx")
-    if sibling.is_file() and _recorded_source(sibling) == digest:
-        return sibling
-    target = (cache or cache_dir()) / f"{digest}.onnx"
-    if target.is_file() and _recorded_source(target) == digest:
+    suffix = ".int8.onnx" if precision == "int8" else ".onnx"
+    found, target = _existing_copy(model_path, suffix, digest, cache)
+    if found:
+        return target
+    if precision == "int8":
+        try:
+            quantize(onnx_for(model_path, cache, timeout), target)
+        except OnnxUnavailable:
+            raise
+        except Exception as e:  # quantization tooling raises many types
+            raise OnnxUnavailable(f"could not make an int8 copy ({type(e).__name__}: {str(e)[:120]})") from None
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,21 +126,14 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
     return target
 
 
-def _int8_copy(model_path: Path, fp32: Path, cache: Path | None) -> Path:
-    """The quantized copy of ``fp32`` (sibling ``<stem>.int8.onnx`` or cached), made here
-    when missing or stale: no torch needed."""
-    digest = file_sha256(model_path)
-    sibling = model_path.with_suffix(".int8.onnx")
+def _existing_copy(model_path: Path, suffix: str, digest: str, cache: Path | None) -> tuple[bool, Path]:
+    """``(True, path)`` of a fresh copy beside the model or in the cache, else ``(False,
+    where to make one)``: the cache path (the model's folder may be read-only)."""
+    sibling = model_path.with_suffix(suffix)
     if sibling.is_file() and _recorded_source(sibling) == digest:
-        return sibling
-    target = (cache or cache_dir()) / f"{digest}.int8.onnx"
-    if target.is_file() and _recorded_source(target) == digest:
-        return target
-    try:
-        quantize(fp32, target)
-    except Exception as e:  # quantization tooling raises many types
-        raise OnnxUnavailable(f"could not make an int8 copy ({type(e).__name__}: {str(e)[:120]})") from None
-    return target
+        return True, sibling
+    target = (cache or cache_dir()) / f"{digest}{suffix}"
+    return target.is_file() and _recorded_source(target) == digest, target
 
 
 def quantize(fp32: Path, target: Path, n_calibration: int | None = None) -> Path:

@@ -117,7 +117,7 @@ def _load_predictor(model: str | None, device: str = "auto", batch: bool = False
         if batch:
             from mnist_desktop.core.onnx_predictor import batch_predictor
 
-            pred, note = batch_predictor(path, device, precision=precision)
+            pred, note = batch_predictor(path, device, precision=precision, status=_err)
             if note:
                 _err(note)
         else:
@@ -184,6 +184,7 @@ def cmd_classify(args) -> int:
 
     take([FileResult(path, labels, error=reason) for path, reason in listing_errors])
     interrupted = False
+    prog = None
     try:
         for prog in classify_with_progress(files, predictor, batch_size=args.batch_size,
                                            workers=args.workers, folder_labels=labels,
@@ -203,6 +204,12 @@ def cmd_classify(args) -> int:
             return EXIT_FILE_ERRORS
     failed = store.failed
     if not args.quiet:
+        backend = getattr(predictor, "backend", "torch")
+        precision = "int8" if args.precision == "int8" and backend == "onnxruntime" else \
+            "bf16" if args.precision == "bf16" else "fp32"
+        rate = f", {prog.done / prog.elapsed:,.0f} images/s" if prog is not None and prog.elapsed > 0 else ""
+        print(f"model {predictor.path.name} on {predictor.device} ({backend}, {precision}){rate}",
+              file=sys.stderr)
         print(f"classified {len(store) - failed} of {len(store)} file(s); {failed} failed"
               + (f" (interrupted; {len(files) + len(listing_errors) - len(store)} not processed)"
                  if interrupted else ""), file=sys.stderr)

@@ -86,7 +86,7 @@ INT8_CALIBRATION_IMAGES = 1000
 
 
 def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: float = 300,
-             precision: str = "fp32") -> Path:
+             precision: str = "fp32", status=None) -> Path:
     """An ONNX copy of ``model_path`` that records its current digest (see module doc).
 
     Raises
@@ -107,13 +107,18 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
     if found:
         return target
     if precision == "int8":
+        fp32 = onnx_for(model_path, cache, timeout, status=status)
+        if status:
+            status(f"making an int8 copy of {model_path.name} (once; cached in {target.parent})")
         try:
-            quantize(onnx_for(model_path, cache, timeout), target)
+            quantize(fp32, target)
         except OnnxUnavailable:
             raise
         except Exception as e:  # quantization tooling raises many types
             raise OnnxUnavailable(f"could not make an int8 copy ({type(e).__name__}: {str(e)[:120]})") from None
         return target
+    if status:
+        status(f"exporting an ONNX copy of {model_path.name} (once; cached in {target.parent})")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(export_command(model_path, target), capture_output=True, text=True,
@@ -237,11 +242,12 @@ def _cuda_present() -> bool:
 
 
 def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads: int = 1,
-                    precision: str = "fp32"):
+                    precision: str = "fp32", status=None):
     """The predictor for classifying many files: ONNX Runtime on the CPU, torch on a GPU
     (or when no ONNX copy can be had). Returns ``(predictor, note)``; ``note`` says why
     torch was used when ONNX Runtime was wanted ("" otherwise). ``precision`` ``int8``
-    selects the quantized copy (CPU only).
+    selects the quantized copy (CPU only); ``status`` (a callable) hears about one-time
+    exports and quantization, which take seconds.
 
     Raises :class:`CheckpointError` for an unusable model file, as ``load_model`` does.
     """
@@ -251,7 +257,8 @@ def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads
     note = ""
     if device == "cpu" or (device == "auto" and not _cuda_present()):
         try:
-            return OnnxPredictor(onnx_for(model_path, precision=precision), threads, source=model_path), ""
+            path = onnx_for(model_path, precision=precision, status=status)
+            return OnnxPredictor(path, threads, source=model_path), ""
         except (OnnxUnavailable, CheckpointError) as e:
             note = f"{e}; classifying with torch"
     from mnist_desktop.core.predictor import Predictor

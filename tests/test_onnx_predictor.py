@@ -106,3 +106,13 @@ def test_int8_copy_is_cached_keyed_and_close(default_model, mnist_test, tmp_path
     assert (pq.argmax(1) != pr.argmax(1)).sum() <= 3 and np.abs(pq - pr).max() < 0.2
     with pytest.raises(ValueError, match="precision"):
         op.onnx_for(model, cache, precision="int4")
+
+
+def test_unloadable_copy_falls_back_to_torch(default_model, tmp_path, monkeypatch):
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(default_model.read_bytes())
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    monkeypatch.setattr(op, "onnx_for", lambda *a, **k: broken)
+    pred, note = op.batch_predictor(model, "cpu")
+    assert isinstance(pred, Predictor) and "ONNX Runtime failed" in note and "\n" not in note

@@ -261,6 +261,8 @@ def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads
             return OnnxPredictor(path, threads, source=model_path), ""
         except (OnnxUnavailable, CheckpointError) as e:
             note = f"{e}; classifying with torch"
+        except Exception as e:  # an ONNX Runtime that cannot load the copy on this machine
+            note = f"ONNX Runtime failed ({type(e).__name__}: {str(e)[:120]}); classifying with torch"
     from mnist_desktop.core.predictor import Predictor
 
     return Predictor.from_file(model_path, device), note

@@ -55,7 +55,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _recorded_source(onnx_path: Path) -> str | None:
-    """The source digest an ONNX file records, read without onnxruntime (None if unreadable)."""
+    """The source digest an ONNX file records (None if ONNX Runtime cannot load the file)."""
     try:
         import onnxruntime as ort
 
@@ -112,8 +112,6 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
             status(f"making an int8 copy of {model_path.name} (once; cached in {target.parent})")
         try:
             quantize(fp32, target)
-        except OnnxUnavailable:
-            raise
         except Exception as e:  # quantization tooling raises many types
             raise OnnxUnavailable(f"could not make an int8 copy ({type(e).__name__}: {str(e)[:120]})") from None
         return target

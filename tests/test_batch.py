@@ -44,6 +44,18 @@ def png_bytes(arr: np.ndarray, size: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+def linked_pngs(tmp_path: Path, image: np.ndarray, size: int, n: int) -> Path:
+    """``tmp_path/many`` with ``n`` hard links to one ``size`` x ``size`` PNG of ``image``:
+    a long run (for cancelling) that costs one file's worth of disk."""
+    src = tmp_path / "one.png"
+    src.write_bytes(png_bytes(image, size))
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(n):
+        os.link(src, folder / f"{i:05d}.png")
+    return folder
+
+
 def make_mixed_folder(root: Path, mnist_test, n_good: int = 12) -> dict[str, str]:
     """Good digits in labelled sub-folders plus one file of every broken kind.
 
@@ -202,12 +214,7 @@ def test_parallel_results_equal_serial_in_input_order(tmp_path, mnist_test, pred
 
 
 def test_cancel_mid_run_keeps_results_and_stops_workers(tmp_path, mnist_test, predictor):
-    src = tmp_path / "one.png"
-    src.write_bytes(png_bytes(mnist_test.images[0], 200))
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(2000):
-        os.link(src, folder / f"{i:05d}.png")
+    folder = linked_pngs(tmp_path, mnist_test.images[0], 200, 2000)
     files = collect_files([folder])
     seen: list[list[FileResult]] = []
     t_cancel = None

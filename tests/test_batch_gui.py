@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ QtCore = pytest.importorskip("PySide6.QtCore")
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 
-from test_batch import make_mixed_folder, png_bytes  # noqa: E402
+from test_batch import linked_pngs, make_mixed_folder, png_bytes  # noqa: E402
 
 RUN_TIMEOUT = 60_000
 
@@ -102,12 +101,7 @@ def test_drop_mixed_folder_shows_results_errors_and_what_the_model_saw(qtbot, ma
 
 
 def test_cancel_mid_run_keeps_results_so_far(qtbot, make_window, tmp_path, mnist_test):
-    src = tmp_path / "one.png"
-    src.write_bytes(png_bytes(mnist_test.images[7], 160))
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(3000):
-        os.link(src, folder / f"{i:05d}.png")
+    folder = linked_pngs(tmp_path, mnist_test.images[7], 160, 3000)
     w = make_window(workers=2)
     seen = []
 
@@ -257,12 +251,7 @@ def test_sort_into_folders_with_clash_then_undo_from_the_gui(qtbot, make_window,
 
 
 def test_closing_during_a_run_joins_the_worker(qtbot, make_window, tmp_path, mnist_test):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    src = tmp_path / "one.png"
-    src.write_bytes(png_bytes(mnist_test.images[0], 200))
-    for i in range(2000):
-        os.link(src, folder / f"{i:05d}.png")
+    folder = linked_pngs(tmp_path, mnist_test.images[0], 200, 2000)
     w = make_window(workers=2)
     with qtbot.waitSignal(w.runStarted):
         w.classify([folder])

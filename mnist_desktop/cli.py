@@ -143,7 +143,8 @@ def cmd_classify(args) -> int:
     import csv
 
     from mnist_desktop.core.batch import (FileResult, ResultStore, classify_with_progress, collect_files,
-                                          csv_header, csv_row, display_path, write_results)
+                                          csv_header, csv_row, display_path, inference_precision,
+                                          write_results)
     from mnist_desktop.core.metrics import format_confusion
 
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
@@ -154,10 +155,14 @@ def cmd_classify(args) -> int:
         return EXIT_USAGE
     # fp32 and int8 on a CPU run through ONNX Runtime (fp32: the same answers, faster);
     # bf16 is a torch path.
-    predictor = _load_predictor(args.model, args.device, batch=args.precision != "bf16",
-                                precision=args.precision if args.precision != "bf16" else "fp32")
+    bf16 = args.precision == "bf16"
+    predictor = _load_predictor(args.model, args.device, batch=not bf16,
+                                precision="fp32" if bf16 else args.precision)
     if predictor is None:
         return EXIT_MODEL_ERROR
+    engine_precision, note = inference_precision(predictor, "bf16" if bf16 else "fp32")
+    if note:
+        _err(note)
     labels = predictor.labels
     listing_errors: list[tuple[str, str]] = []
     files = collect_files(args.paths, recursive=args.recursive, errors=listing_errors)
@@ -188,7 +193,7 @@ def cmd_classify(args) -> int:
     try:
         for prog in classify_with_progress(files, predictor, batch_size=args.batch_size,
                                            workers=args.workers, folder_labels=labels,
-                                           precision="bf16" if args.precision == "bf16" else "fp32"):
+                                           precision=engine_precision):
             take(prog.results)
             if show_progress:
                 print(f"\r\033[K{prog.describe()}", end="", file=sys.stderr, flush=True)
@@ -205,8 +210,7 @@ def cmd_classify(args) -> int:
     failed = store.failed
     if not args.quiet:
         backend = getattr(predictor, "backend", "torch")
-        precision = "int8" if args.precision == "int8" and backend == "onnxruntime" else \
-            "bf16" if args.precision == "bf16" else "fp32"
+        precision = "int8" if args.precision == "int8" and backend == "onnxruntime" else engine_precision
         rate = f", {prog.done / prog.elapsed:,.0f} images/s" if prog is not None and prog.elapsed > 0 else ""
         print(f"model {predictor.path.name} on {predictor.device} ({backend}, {precision}){rate}",
               file=sys.stderr)

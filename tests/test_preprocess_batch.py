@@ -105,3 +105,15 @@ def test_bf16_inference_stays_close_to_fp32(mnist_test, default_model, tmp_path)
     a = [r.prediction for r in classify_files(files, predictor, workers=0, precision="bf16")]
     b = [r.prediction for r in classify_files(files, predictor, workers=0)]
     assert len(a) == 20 and sum(x != y for x, y in zip(a, b)) <= 1
+
+
+def test_inference_precision_says_when_bf16_is_not_used(default_model):
+    from mnist_desktop.core.batch import inference_precision
+    from mnist_desktop.core.onnx_predictor import OnnxPredictor
+
+    onnx = OnnxPredictor(default_model.with_suffix(".onnx"), source=default_model)
+    assert inference_precision(onnx, "fp32") == ("fp32", "")
+    used, note = inference_precision(onnx, "bf16")
+    assert used == "fp32" and "torch backend" in note
+    with pytest.raises(ValueError, match="precision"):
+        inference_precision(onnx, "fp8")

@@ -353,6 +353,23 @@ class _DecodePool:
 
 # --------------------------------------------------------------------------- inference (parent side)
 
+def inference_precision(predictor, requested: str) -> tuple[str, str]:
+    """The precision the engine will really use for ``requested`` with ``predictor``, and
+    a one-line note when that is not what was asked for (bf16 needs a torch model on a
+    CPU that computes bfloat16 natively)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if requested == "fp32":
+        return "fp32", ""
+    if getattr(predictor, "model", None) is None or getattr(predictor, "device", None) != "cpu":
+        return "fp32", "bf16 runs only with the torch backend on the CPU; classifying in fp32"
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "fp32", "this CPU has no native bfloat16; classifying in fp32"
+    return "bf16", ""
+
+
 class _Inference:
     """Batched inference on the parent's side.
 
@@ -369,19 +386,14 @@ class _Inference:
     """
 
     def __init__(self, predictor, threads: int | None, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.predictor = predictor
-        self.precision = "fp32"
-        self.note = ""
+        self.precision, self.note = inference_precision(predictor, precision)
         self._model = None
         self._saved_threads = None
         model = getattr(predictor, "model", None)
         meta = getattr(predictor, "meta", None)
         if threads and hasattr(predictor, "set_threads"):   # OnnxPredictor
             predictor.set_threads(threads)
-        if precision == "bf16" and model is None:
-            self.note = "bf16 needs the torch backend; classifying in fp32"
         if model is None or meta is None or getattr(predictor, "device", None) != "cpu":
             return
         import copy
@@ -390,12 +402,8 @@ class _Inference:
 
         self._torch = torch
         self._model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
-        if precision == "bf16":
-            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-                self._model = self._model.to(torch.bfloat16)
-                self.precision = "bf16"
-            else:
-                self.note = "this CPU has no native bfloat16; classifying in fp32"
+        if self.precision == "bf16":
+            self._model = self._model.to(torch.bfloat16)
         self._mean, self._std = meta.normalization.mean, meta.normalization.std
         self._meta = meta
         if threads:

@@ -428,8 +428,7 @@ def load_training_data(cfg) -> Generator[Status, None, tuple["Dataset", np.ndarr
     full = concatenate(parts)
     if len(full) < 2:
         raise DataError(f"{full.description}: need at least 2 training images")
-    train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed,
-                                          getattr(cfg, "val_fold", -1))
+    train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed, cfg.val_fold)
     return full, train_idx, val_idx
 
 

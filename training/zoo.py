@@ -105,6 +105,19 @@ def run_recipe(name: str, data: str, runs: str, seed: int, epochs: int | None, t
     return out
 
 
+def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` less the options ``names`` and their values (``--name value`` or ``--name=value``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif a.split("=", 1)[0] not in names:
+            out.append(a)
+    return out
+
+
 def cv_section(folder: Path) -> list[str]:
     """Markdown for the cross-validation summaries (``python -m training.cv``) in ``folder``."""
     summaries = sorted(Path(folder).glob("*.cv.json")) if folder and Path(folder).is_dir() else []
@@ -120,8 +133,7 @@ def cv_section(folder: Path) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for path in summaries:
         s = json.loads(path.read_text(encoding="utf-8"))
-        cmd = " ".join(a for a in s.get("command", []) if a not in ("--recipe", "flagship", "--data")
-                       and not a.startswith("..") and a not in ("--threads", "1"))
+        cmd = " ".join(_without_options(s.get("command", []), ("--recipe", "--data", "--threads")))
         weakest = sorted(s.get("drawings_by_style", {}).items(), key=lambda kv: kv[1])[:3]
         lines.append(f"| {path.name.removesuffix('.cv.json')} | `{cmd or '(recipe)'}` | "
                      f"{100 * s['oof_accuracy']:.2f}% | {s['errors']} | "

@@ -138,7 +138,9 @@ def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: 
             from mnist_desktop.core.onnx_predictor import batch_predictor
             from mnist_desktop.core.paths import default_model_path
 
-            predictor, _ = batch_predictor(predictor or default_model_path(), device)
+            predictor, note = batch_predictor(predictor or default_model_path(), device)
+            if note and not predictor.device_message:
+                predictor.device_message = note   # the window shows it in its status bar
         yield ClassifyEvent(ClassifyEvent.MODEL, predictor)
         labels = predictor.labels
         errors: list[tuple[str, str]] = []

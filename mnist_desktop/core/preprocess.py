@@ -39,6 +39,7 @@ mean/std. The 28x28 image is also what the GUI shows as "what the model sees".
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import struct
@@ -49,6 +50,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 SIZE = 28
+LARGE_PIXELS = 4000   # above this, the large-image statistics of clean_ink apply
 
 
 class EmptyInputError(ValueError):
@@ -278,29 +280,54 @@ def gray_to_ink(gray: np.ndarray, alpha_ink: bool = False) -> np.ndarray:
     return np.clip(ink, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def _background_map(ink: np.ndarray) -> np.ndarray | np.float32:
+def _coarse_size(h: int, w: int) -> tuple[int, int]:
+    """(width, height) of the coarse copy that :func:`_background_map` fits."""
+    s = 32 / max(h, w)
+    return max(4, round(w * s)), max(4, round(h * s))
+
+
+@functools.lru_cache(maxsize=32)
+def _quadratic_basis(h: int, w: int) -> np.ndarray:
+    """``(h * w, 6)`` values of 1, u, v, u^2, v^2, uv at the pixel centres of an h x w grid
+    (u, v in [-0.5, 0.5]); read-only, shared between calls."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    u, v = (xx + 0.5) / w - 0.5, (yy + 0.5) / h - 0.5
+    basis = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], axis=-1).reshape(-1, 6)
+    basis.setflags(write=False)
+    return basis
+
+
+def _fit_masked(basis: np.ndarray, z: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of ``basis @ c ~ z`` over the rows in ``keep`` (normal
+    equations: 6 unknowns, a few hundred well-spread rows; a tenth of ``lstsq``'s cost)."""
+    kept = basis[keep]
+    gram = kept.T @ kept
+    try:
+        return np.linalg.solve(gram, kept.T @ z[keep])
+    except np.linalg.LinAlgError:   # too few kept rows to fix a quadratic
+        return np.linalg.lstsq(kept, z[keep], rcond=None)[0]
+
+
+def _background_map(ink: np.ndarray, small: np.ndarray | None = None) -> np.ndarray | np.float32:
     """Slowly varying background level of an ink map (ink high): paper shading in a photo.
 
     A quadratic surface is fitted, robustly, to the darker 60% of a coarse copy (strokes
     are a minority of pixels) and rejected outliers are refitted once. A smooth surface
     cannot follow strokes, however thick, so it never hollows out a bold digit the way a
-    local minimum filter would.
+    local minimum filter would. ``small`` is that coarse copy when the caller has it
+    (``ink`` is then only used for its shape).
     """
     h, w = ink.shape
-    s = 32 / max(h, w)
-    cw, chh = max(4, round(w * s)), max(4, round(h * s))
-    small = np.asarray(Image.fromarray(ink, mode="F").resize((cw, chh), Image.BOX), dtype=np.float64)
-    yy, xx = np.mgrid[0:chh, 0:cw]
-    u, v = (xx + 0.5) / cw - 0.5, (yy + 0.5) / chh - 0.5
-    basis = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], axis=-1).reshape(-1, 6)
+    cw, chh = _coarse_size(h, w)
+    if small is None:
+        small = np.asarray(Image.fromarray(ink, mode="F").resize((cw, chh), Image.BOX), dtype=np.float64)
+    basis = _quadratic_basis(chh, cw)
     z = small.ravel()
     keep = z <= np.percentile(z, 60)
-    coef = np.zeros(6)
-    for _ in range(2):
-        coef, *_ = np.linalg.lstsq(basis[keep], z[keep], rcond=None)
-        resid = z - basis @ coef
-        sigma = 1.4826 * np.median(np.abs(resid[keep])) + 1e-6
-        keep = resid <= 2.5 * sigma
+    coef = _fit_masked(basis, z, keep)
+    resid = z - basis @ coef
+    sigma = 1.4826 * np.median(np.abs(resid[keep])) + 1e-6
+    coef = _fit_masked(basis, z, resid <= 2.5 * sigma)
     coarse_bg = basis @ coef
     if np.ptp(coarse_bg) < 0.02:  # evenly lit (scans, screenshots): a constant will do
         return np.float32(np.median(coarse_bg))
@@ -322,24 +349,97 @@ def clean_ink(ink: np.ndarray, min_contrast: float, noise_floor: float = 0.3) ->
     Small (MNIST-style) images are left exact.
     """
     flat = ink.ravel()
-    if flat.size > 4000:
+    large = flat.size > LARGE_PIXELS
+    if large:
         peak, med, mad = _large_image_stats(flat)
         peak = max(peak, float(flat.max()) * 0.5)
     else:
         peak = float(flat.max())
         med = float(np.median(flat))
         mad = float(np.median(np.abs(flat - med)))
+    floor = _noise_floor(peak, med, mad, large, min_contrast, noise_floor)
+    if floor <= 0 and peak >= 0.999:
+        return ink
+    return np.clip((ink - floor) / (peak - floor), 0.0, 1.0)
+
+
+def _noise_floor(peak: float, med: float, mad: float, large: bool, min_contrast: float,
+                 noise_floor: float) -> float:
+    """The level :func:`clean_ink` subtracts; raises EmptyInputError when there is no ink."""
     if peak < min_contrast:
         raise EmptyInputError()
     floor = med + 3 * 1.4826 * mad
     if floor >= peak * 0.5:
         # The "ink" is as common as the background: texture or a blank, not a drawing.
         raise EmptyInputError("nothing to classify (no distinct ink found)")
-    if flat.size > 4000:
+    if large:
         floor = max(floor, noise_floor * peak)
-    if floor <= 0 and peak >= 0.999:
-        return ink
-    return np.clip((ink - floor) / (peak - floor), 0.0, 1.0)
+    return floor
+
+
+def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float) -> np.ndarray | None:
+    """``clean_ink(gray_to_ink(gray))`` of a large 8-bit gray image (mode ``L``), computed
+    through 256-entry lookup tables: on an evenly lit image (a scan, a screenshot) every
+    step is a function of the pixel's 8-bit value alone, so the statistics come from one
+    histogram and the result from one table lookup, not from a dozen float passes over
+    the full image (~0.15 ms instead of ~1.4 ms for 280x280). Returns None when the
+    background is uneven (a photo); the caller then takes the float path.
+
+    The ink comes back cropped to its non-zero bounding box, which :func:`_finish` treats
+    as the full map. The result is the float path's up to float rounding (sums over the
+    crop and the coarse background, averaged from the 8-bit values, round differently in
+    the last bit; tested).
+    """
+    g = np.asarray(img)
+    h, w = g.shape
+    b = max(1, round(0.04 * min(h, w)))
+    border = np.concatenate([g[:b].ravel(), g[-b:].ravel(), g[:, :b].ravel(), g[:, -b:].ravel()])
+    bg = float(np.median(border)) / 255.0
+    dark = bg > 0.5
+    cw, chh = _coarse_size(h, w)
+    small = np.asarray(img.convert("F").resize((cw, chh), Image.BOX), dtype=np.float64) / 255.0
+    level = _background_map(g, 1.0 - small if dark else small)
+    if np.ndim(level) != 0:
+        return None
+    # The float path, for each of the 256 gray values: gray -> ink -> minus background.
+    lut = np.arange(256, dtype=np.float32) / 255.0
+    if dark:
+        lut = 1.0 - lut
+    lut = np.clip(lut - np.float32(level), 0.0, 1.0).astype(np.float32, copy=False)
+    counts = np.asarray(img.histogram(), dtype=np.int64)
+    q = np.rint(np.clip(lut, 0.0, 1.0) * 255.0).astype(np.intp)
+    peak, med, mad = _histogram_stats(np.bincount(q, weights=counts, minlength=256))
+    peak = max(peak, float(lut[counts > 0].max()) * 0.5)
+    floor = _noise_floor(peak, med, mad, True, min_contrast, noise_floor)
+    if not (floor <= 0 and peak >= 0.999):
+        lut = np.clip((lut - floor) / (peak - floor), 0.0, 1.0)
+    # Only the ink's bounding box matters to _finish (zeros around it change nothing);
+    # Pillow finds it in C, so the table lookup and the fit run on the digit alone.
+    box = img.point((lut > 0).astype(np.uint8).tolist()).getbbox()
+    if box is None:
+        raise EmptyInputError()
+    x0, y0, x1, y1 = box
+    return np.take(lut, g[y0:y1, x0:x1])
+
+
+def _gray_8bit(source) -> Image.Image | None:
+    """``source`` as a mode-``L`` image when :func:`image_to_gray` would read it as 8-bit
+    luminance (no alpha ink, not 1-bit/16-bit/float) and it is large enough for the
+    large-image path; else None."""
+    if isinstance(source, np.ndarray):
+        ok = source.dtype == np.uint8 and source.ndim == 2 and source.size > LARGE_PIXELS
+        img = Image.fromarray(source) if ok else None
+    else:
+        img = source
+        mode = img.mode
+        if mode in ("RGBA", "LA", "PA", "RGBa", "La", "1", "F", "I") or mode.startswith("I;16") \
+                or "transparency" in img.info:
+            return None
+        if mode != "L":
+            img = img.convert("L") if mode == "RGB" else img.convert("RGB").convert("L")
+    if img is None or max(img.size) <= 64 or img.width * img.height <= LARGE_PIXELS:
+        return None
+    return img
 
 
 def _large_image_stats(flat: np.ndarray) -> tuple[float, float, float]:
@@ -349,7 +449,11 @@ def _large_image_stats(flat: np.ndarray) -> tuple[float, float, float]:
     of that, and 8-bit images carry no finer levels anyway.
     """
     q = np.rint(np.clip(flat, 0.0, 1.0) * 255.0).astype(np.uint8)
-    hist = np.bincount(q, minlength=256)
+    return _histogram_stats(np.bincount(q, minlength=256))
+
+
+def _histogram_stats(hist: np.ndarray) -> tuple[float, float, float]:
+    """(99.5th percentile, median, MAD) / 255 of the values counted in a 256-bin histogram."""
     cum = np.cumsum(hist)
     n = cum[-1]
     med_bin = int(np.searchsorted(cum, 0.5 * n))
@@ -484,9 +588,13 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
         ink = render_strokes(source, resolution=4 * opts.box, stroke_width=opts.stroke_width,
                              pressure_gain=opts.pressure_gain)
     else:
+        if isinstance(source, Image.Image) and (source.width == 0 or source.height == 0):
+            raise EmptyInputError("nothing to classify (empty image)")
+        fast = _gray_8bit(source)
+        ink = None if fast is None else _clean_ink_8bit(fast, opts.min_contrast, opts.noise_floor)
+        if ink is not None:
+            return _finish(ink, opts)
         if isinstance(source, Image.Image):
-            if source.width == 0 or source.height == 0:
-                raise EmptyInputError("nothing to classify (empty image)")
             gray, alpha_ink = image_to_gray(source)
         else:
             arr = np.asarray(source)
@@ -498,7 +606,7 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
     return _finish(ink, opts)
 
 
-SMALL_BATCH_PIXELS = 4000   # clean_ink's exact-statistics limit; larger images go one by one
+SMALL_BATCH_PIXELS = LARGE_PIXELS   # clean_ink's exact-statistics limit; larger images go one by one
 
 
 def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = None

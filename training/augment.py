@@ -139,6 +139,9 @@ def _ink_centre(ink: torch.Tensor, row_lo: torch.Tensor, row_hi: torch.Tensor) -
     return torch.where(mass > 1e-3, (sel * cols).sum((1, 2)) / mass.clamp_min(1e-6), overall)
 
 
+FLAG_MIN_DEG = 35.0   # the shallowest European flag drawn on a 1 (degrees below level)
+
+
 def european_strokes(x: torch.Tensor, labels: torch.Tensor, one: int, seven: int, p: float,
                      gen: torch.Generator) -> torch.Tensor:
     """Draw a flag (and, for 40% of them, a foot) on a share ``p`` of the 1s and a
@@ -165,9 +168,13 @@ def european_strokes(x: torch.Tensor, labels: torch.Tensor, one: int, seven: int
     x_top = _ink_centre(ink, top, top + 1)
     x_bot = _ink_centre(ink, bottom - 1, bottom)
     topf, botf = top.to(x.dtype), bottom.to(x.dtype)
-    # 1: flag from the top down to the left, 20-45% of the height long, 25-60 deg steep.
+    # 1: flag from the top down to the left, 20-45% of the height long, 35-60 deg steep.
+    # Shallower flags are not drawn: after the geometric augmentation (rotation, shear)
+    # a 25-degree flag can lie nearly level, which is a short 7 bar, and teaches the
+    # model to read American 7s as 1s. (The drawing generator's flag templates are
+    # 35-53 degrees before its random aspect stretch.)
     length = (0.2 + 0.25 * r[:, 1]) * height
-    angle = torch.deg2rad(25 + 35 * r[:, 2])
+    angle = torch.deg2rad(FLAG_MIN_DEG + (60 - FLAG_MIN_DEG) * r[:, 2])
     start = torch.stack([x_top, topf], 1)
     flag_end = torch.stack([x_top - length * torch.cos(angle), topf + length * torch.sin(angle)], 1)
     strokes = _segments(start, flag_end, pen, h, w)

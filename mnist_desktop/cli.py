@@ -209,7 +209,7 @@ def cmd_classify(args) -> int:
             return EXIT_FILE_ERRORS
     failed = store.failed
     if not args.quiet:
-        backend = getattr(predictor, "backend", "torch")
+        backend = predictor.backend
         precision = "int8" if args.precision == "int8" and backend == "onnxruntime" else engine_precision
         rate = f", {prog.done / prog.elapsed:,.0f} images/s" if prog is not None and prog.elapsed > 0 else ""
         print(f"model {predictor.path.name} on {predictor.device} ({backend}, {precision}){rate}",

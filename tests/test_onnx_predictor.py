@@ -116,3 +116,58 @@ def test_unloadable_copy_falls_back_to_torch(default_model, tmp_path, monkeypatc
     monkeypatch.setattr(op, "onnx_for", lambda *a, **k: broken)
     pred, note = op.batch_predictor(model, "cpu")
     assert isinstance(pred, Predictor) and "ONNX Runtime failed" in note and "\n" not in note
+
+
+def test_canvas_runs_the_shipped_model_through_onnx_runtime_without_torch():
+    """The drawing canvas's process answers with ONNX Runtime and never imports torch
+    (its ~1.2 s import was most of the time to the first prediction)."""
+    code = ("import sys; from mnist_desktop.core.onnx_predictor import canvas_predictor; "
+            "from mnist_desktop.core.preprocess import Drawing; "
+            "p = canvas_predictor(sys.argv[1], 'cpu'); "
+            "r = p.predict(Drawing.from_lists([[(100, 50), (180, 50), (120, 250)]])); "
+            "print(type(p).__name__, p.backend, r.label, 'torch' in sys.modules)")
+    from mnist_desktop.core.paths import default_model_path
+
+    out = subprocess.run([sys.executable, "-c", code, str(default_model_path())], capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.split() == ["OnnxPredictor", "onnxruntime", "7", "False"], out.stderr
+
+
+def test_canvas_predictions_match_torch(default_model, mnist_test):
+    from mnist_desktop.core.preprocess import Drawing
+
+    canvas = op.canvas_predictor(default_model, "cpu")
+    ref = Predictor.from_file(default_model, "cpu")
+    assert isinstance(canvas, op.OnnxPredictor)
+    drawing = Drawing.from_lists([[(60, 40), (200, 40), (110, 260)], [(80, 150), (180, 150)]])
+    a, b = canvas.predict(drawing), ref.predict(drawing)
+    assert a.label == b.label and np.abs(a.probs - b.probs).max() < 1e-5
+    assert np.array_equal(a.image, b.image)
+    for x, y in zip(canvas.predict_images(mnist_test.images[:50] / 255.0), ref.predict_images(mnist_test.images[:50] / 255.0)):
+        assert x.label == y.label and abs(x.confidence - y.confidence) < 1e-5 and x.uncertain == y.uncertain
+
+
+def test_canvas_never_waits_for_an_export(tmp_path, monkeypatch):
+    """A model without an ONNX copy runs through torch at once; no export is started
+    (batch classification makes the copy, which the canvas then uses)."""
+    model = _tiny_model(tmp_path / "m.safetensors", 0)
+    monkeypatch.setattr(op, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(op.subprocess, "run", lambda *a, **k: pytest.fail("the canvas started an export"))
+    pred = op.canvas_predictor(model, "auto")
+    assert isinstance(pred, Predictor) and pred.backend == "torch"
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(op, "cache_dir", lambda: tmp_path / "cache")
+    op.onnx_for(model)                                  # what batch classification does
+    assert isinstance(op.canvas_predictor(model, "auto"), op.OnnxPredictor)
+    assert isinstance(op.canvas_predictor(model, "cuda"), Predictor)   # a GPU request: torch
+
+
+def test_canvas_refuses_a_bad_model_file_with_one_line(tmp_path):
+    from mnist_desktop.core.checkpoint import CheckpointError
+
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(CheckpointError) as e:
+        op.canvas_predictor(bad, "cpu")
+    assert "\n" not in str(e.value)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_desktop.core.checkpoint import META_KEY, CheckpointError, ModelMeta
-from mnist_desktop.core.predictor import apply_uncertainty
+from mnist_desktop.core.predictor import PredictMixin, apply_uncertainty
 from mnist_desktop.core.preprocess import PreprocessOptions, normalize
 
 SOURCE_KEY = "mnist_desktop.source_sha256"
@@ -86,13 +86,15 @@ INT8_CALIBRATION_IMAGES = 1000
 
 
 def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: float = 300,
-             precision: str = "fp32", status=None) -> Path:
-    """An ONNX copy of ``model_path`` that records its current digest (see module doc).
+             precision: str = "fp32", status=None, make: bool = True) -> Path:
+    """An ONNX copy of ``model_path`` that records its current digest (see module doc);
+    with ``make=False`` only an existing one (no export, which takes seconds).
 
     Raises
     ------
     OnnxUnavailable
-        When onnxruntime is missing or the export fails (one line).
+        When onnxruntime is missing, the export fails, or (``make=False``) there is no
+        copy yet (one line).
     """
     try:
         import onnxruntime  # noqa: F401
@@ -106,6 +108,8 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
     found, target = _existing_copy(model_path, suffix, digest, cache)
     if found:
         return target
+    if not make:
+        raise OnnxUnavailable(f"no ONNX copy of {model_path.name} yet")
     if precision == "int8":
         fp32 = onnx_for(model_path, cache, timeout, status=status)
         if status:
@@ -180,10 +184,9 @@ def quantize(fp32: Path, target: Path, n_calibration: int | None = None) -> Path
     return target
 
 
-class OnnxPredictor:
-    """The parts of :class:`~mnist_desktop.core.predictor.Predictor` that batch
-    classification uses (``labels``, ``options``, ``meta``, ``probabilities``), run by
-    ONNX Runtime on the CPU."""
+class OnnxPredictor(PredictMixin):
+    """:class:`~mnist_desktop.core.predictor.Predictor`'s interface (``labels``,
+    ``options``, ``meta``, ``probabilities``, ``predict``), run by ONNX Runtime on the CPU."""
 
     device = "cpu"
     device_message = None
@@ -264,3 +267,30 @@ def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads
     from mnist_desktop.core.predictor import Predictor
 
     return Predictor.from_file(model_path, device), note
+
+
+def canvas_predictor(model_path: str | os.PathLike, device: str = "auto"):
+    """The predictor for the drawing canvas: one image at a time on one thread.
+
+    On a CPU it is ONNX Runtime when an ONNX copy already exists - the bundled model ships
+    one, and batch classification caches one for any other model: a forward pass takes a
+    third of torch's time and the process never imports torch (~1.2 s). Without a copy,
+    or on a GPU, it is torch; it never waits for an export.
+
+    Raises :class:`CheckpointError` for an unusable model file, as ``load_model`` does.
+    """
+    from mnist_desktop.core.checkpoint import read_meta
+
+    read_meta(model_path)  # a missing, corrupt or hostile file fails here, with one line
+    if device == "cpu" or (device == "auto" and not _cuda_present()):
+        try:
+            return OnnxPredictor(onnx_for(model_path, make=False), 1, source=model_path)
+        except Exception:  # no copy yet, or one this ONNX Runtime cannot run: torch will
+            pass
+    import torch
+
+    # One thread: on a busy 2-core machine, 2-thread inference stalls under contention.
+    torch.set_num_threads(1)
+    from mnist_desktop.core.predictor import Predictor
+
+    return Predictor.from_file(model_path, device)

@@ -78,7 +78,30 @@ def resolve_device(requested: str = "auto") -> tuple[str, str | None]:
     return dev, None
 
 
-class Predictor:
+class PredictMixin:
+    """``predict`` and ``predict_images`` on top of a class's ``probabilities``,
+    ``labels`` and ``options``: shared by the torch :class:`Predictor` and the ONNX
+    Runtime :class:`~mnist_desktop.core.onnx_predictor.OnnxPredictor`."""
+
+    def predict_images(self, images: np.ndarray, keep_images: bool = False) -> list[Prediction]:
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 2:
+            images = images[None]
+        probs, unc, score = self.probabilities(images)
+        return [Prediction(self.labels, probs[i], bool(unc[i]), float(score[i]),
+                           images[i] if keep_images else None) for i in range(len(images))]
+
+    def predict(self, source: Input) -> Prediction:
+        """Preprocess one input (strokes, PIL image, array) and predict it.
+
+        Raises :class:`~mnist_desktop.core.preprocess.EmptyInputError` when there is
+        nothing to classify.
+        """
+        image = preprocess(source, self.options)
+        return self.predict_images(image[None], keep_images=True)[0]
+
+
+class Predictor(PredictMixin):
     """A model ready to predict.
 
     Parameters
@@ -89,6 +112,8 @@ class Predictor:
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; falls back to CPU with
         :attr:`device_message` set when CUDA is absent or fails.
     """
+
+    backend = "torch"
 
     def __init__(self, loaded: LoadedModel, device: str = "auto"):
         import torch
@@ -134,24 +159,6 @@ class Predictor:
     def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(probs, uncertain, score)`` for ``(N, 28, 28)`` images."""
         return apply_uncertainty(self.logits(images), self.meta)
-
-    # ------------------------------------------------------------------ conveniences
-    def predict_images(self, images: np.ndarray, keep_images: bool = False) -> list[Prediction]:
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 2:
-            images = images[None]
-        probs, unc, score = self.probabilities(images)
-        return [Prediction(self.labels, probs[i], bool(unc[i]), float(score[i]),
-                           images[i] if keep_images else None) for i in range(len(images))]
-
-    def predict(self, source: Input) -> Prediction:
-        """Preprocess one input (strokes, PIL image, array) and predict it.
-
-        Raises :class:`~mnist_desktop.core.preprocess.EmptyInputError` when there is
-        nothing to classify.
-        """
-        image = preprocess(source, self.options)
-        return self.predict_images(image[None], keep_images=True)[0]
 
 
 def apply_uncertainty(logits: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

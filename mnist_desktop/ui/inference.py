@@ -37,6 +37,7 @@ class ModelInfo:
     requested_device: str
     device_message: str | None = None
     load_seconds: float = 0.0
+    backend: str = "torch"          # or "onnxruntime"
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""The inference process: loads torch and a model, answers prediction requests.
+"""The inference process: loads a model, answers prediction requests.
 
 Deliberately Qt-free and started with the ``spawn`` method, so the child process imports
-only numpy, Pillow, torch and the core. The GUI talks to it through
+only numpy, Pillow, the core and the model's runtime: ONNX Runtime on a CPU when the model
+has an ONNX copy (the bundled one does), else torch (see
+:func:`~mnist_desktop.core.onnx_predictor.canvas_predictor`). The GUI talks to it through
 :class:`mnist_desktop.ui.inference.InferenceWorker`.
 
 Why a process and not a thread: importing torch holds the GIL for long stretches (a
@@ -86,15 +88,11 @@ class _Server:
 
     def load(self, token: int, path: str, device: str):
         t0 = time.perf_counter()
-        import torch
-
-        # One thread: on a busy 2-core machine, 2-thread inference stalls under contention.
-        torch.set_num_threads(1)
         from mnist_desktop.core.checkpoint import CheckpointError
-        from mnist_desktop.core.predictor import Predictor
+        from mnist_desktop.core.onnx_predictor import canvas_predictor
 
         try:
-            predictor = Predictor.from_file(path, device)
+            predictor = canvas_predictor(path, device)
         except CheckpointError as e:
             return ("load_failed", token, str(e))
         except Exception as e:  # e.g. an architecture that fails to build on this torch
@@ -112,6 +110,7 @@ class _Server:
             "device": predictor.device,
             "requested_device": device,
             "device_message": predictor.device_message,
+            "backend": predictor.backend,
             "load_seconds": time.perf_counter() - t0,
         }
         return ("loaded", token, info)

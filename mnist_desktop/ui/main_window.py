@@ -572,8 +572,9 @@ class MainWindow(QMainWindow):
         self.chart.set_labels(info.labels)
         device = info.device.upper()
         self.model_status.setText(f"{info.name} · {device}")
+        runtime = " (ONNX Runtime)" if info.backend == "onnxruntime" else ""
         self.model_info.setText(f"{info.name} ({info.arch}) · {len(info.labels)} classes · "
-                                f"running on {device}")
+                                f"running on {device}{runtime}")
         self.model_info.setToolTip(info.path)
         if info.device_message:
             self._show_message("warning", info.device_message[0].upper() + info.device_message[1:] + ".")

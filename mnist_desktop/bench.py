@@ -31,16 +31,9 @@ def _stats(ts: list[float]) -> str:
     return f"median {np.median(a):.3f} ms  p99 {np.percentile(a, 99):.3f} ms  max {a.max():.3f} ms"
 
 
-def run_latency_bench(model: str | None = None, iterations: int = 2000) -> int:
-    import torch
-
-    from mnist_desktop.core.paths import default_model_path
-    from mnist_desktop.core.predictor import Predictor
+def _measure(pred, drawing, iterations: int) -> tuple[list[float], list[float], list[float]]:
     from mnist_desktop.core.preprocess import preprocess
 
-    torch.set_num_threads(1)
-    pred = Predictor.from_file(model or default_model_path(), "cpu")
-    drawing = scribble_drawing()
     for _ in range(50):
         pred.predict(drawing)
     pre, fwd, total = [], [], []
@@ -53,8 +46,30 @@ def run_latency_bench(model: str | None = None, iterations: int = 2000) -> int:
         pre.append(t1 - t0)
         fwd.append(t2 - t1)
         total.append(t2 - t0)
-    print(f"model: {pred.path.name} ({pred.meta.arch}), 1 CPU thread, {iterations} iterations")
-    print(f"preprocess (strokes -> 28x28): {_stats(pre)}")
-    print(f"forward + softmax:             {_stats(fwd)}")
-    print(f"total canvas -> probabilities: {_stats(total)}  (goal: median <= 1 ms, p99 <= 3 ms)")
+    return pre, fwd, total
+
+
+def run_latency_bench(model: str | None = None, iterations: int = 2000) -> int:
+    """The canvas's own predictor (:func:`~mnist_desktop.core.onnx_predictor.canvas_predictor`:
+    ONNX Runtime when the model has a copy) and, for comparison, torch on one thread."""
+    import torch
+
+    from mnist_desktop.core.onnx_predictor import canvas_predictor
+    from mnist_desktop.core.paths import default_model_path
+    from mnist_desktop.core.predictor import Predictor
+
+    path = model or default_model_path()
+    canvas = canvas_predictor(path, "cpu")
+    torch.set_num_threads(1)
+    drawing = scribble_drawing()
+    print(f"model: {canvas.path.name} ({canvas.meta.arch}), 1 CPU thread, {iterations} iterations")
+    runs = [("canvas", canvas)]
+    if canvas.backend != "torch":
+        runs.append(("torch, for comparison", Predictor.from_file(path, "cpu")))
+    for title, pred in runs:
+        pre, fwd, total = _measure(pred, drawing, iterations)
+        print(f"{title} ({pred.backend}):")
+        print(f"  preprocess (strokes -> 28x28): {_stats(pre)}")
+        print(f"  forward + softmax:             {_stats(fwd)}")
+        print(f"  total canvas -> probabilities: {_stats(total)}  (goal: median <= 1 ms, p99 <= 3 ms)")
     return 0

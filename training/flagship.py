@@ -137,6 +137,8 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
     meta = read_meta(model_path)
     test = report["mnist_test"]
     latency = single_image_latency_ms(model_path, iterations=1000)
+    onnx_latency = single_image_latency_ms(model_path, iterations=1000, backend="onnx") \
+        if model_path.with_suffix(".onnx").is_file() else None
     cfg = (meta.training or {}).get("config", {})
     teacher_width = "?"
     if cfg.get("teachers"):
@@ -167,7 +169,8 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         f"| Generated stroke-drawn digits, stroke path | {100 * syn.get('stroke_accuracy', float('nan')):.2f}% |",
         f"| Generated digits rendered as clean images (both polarities) | "
         f"{100 * syn.get('image_clean_accuracy', float('nan')):.2f}% |",
-        f"| Single-image latency, 1 CPU thread (median, forward + softmax) | {latency:.3f} ms |",
+        f"| Single-image latency, 1 CPU thread (median, forward + softmax) | {latency:.3f} ms (torch)"
+        + (f"; {onnx_latency:.3f} ms (ONNX Runtime, what the app runs on a CPU)" if onnx_latency else "") + " |",
         f"| Parameters / file size | {params:,} / {model_path.stat().st_size / 1024:.0f} KiB |",
         "",
         "## Training data",

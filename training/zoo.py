@@ -28,8 +28,9 @@ PUBLISHED = {  # what each reference reports when trained on all 60,000 images
 }
 
 
-def single_image_latency_ms(model_path: str | Path, iterations: int = 500) -> float:
-    """Median forward + softmax time of one 28x28 image on one CPU thread."""
+def single_image_latency_ms(model_path: str | Path, iterations: int = 500, backend: str = "torch") -> float:
+    """Median forward + softmax time of one 28x28 image on one CPU thread; ``backend``
+    ``onnx`` times the ONNX copy beside the model (what the app's canvas runs on a CPU)."""
     import numpy as np
     import torch
 
@@ -38,7 +39,12 @@ def single_image_latency_ms(model_path: str | Path, iterations: int = 500) -> fl
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pred = Predictor.from_file(model_path, "cpu")
+        if backend == "onnx":
+            from mnist_desktop.core.onnx_predictor import OnnxPredictor
+
+            pred = OnnxPredictor(Path(model_path).with_suffix(".onnx"), 1, source=model_path)
+        else:
+            pred = Predictor.from_file(model_path, "cpu")
         x = np.random.default_rng(0).random((1, 28, 28), dtype=np.float32)
         for _ in range(50):
             pred.probabilities(x)

@@ -571,10 +571,10 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.chart.set_labels(info.labels)
         device = info.device.upper()
+        if info.backend == "onnxruntime":
+            device += " · ONNX Runtime"
         self.model_status.setText(f"{info.name} · {device}")
-        runtime = " (ONNX Runtime)" if info.backend == "onnxruntime" else ""
-        self.model_info.setText(f"{info.name} ({info.arch}) · {len(info.labels)} classes · "
-                                f"running on {device}{runtime}")
+        self.model_info.setText(f"{info.name} ({info.arch}) · {len(info.labels)} classes · {device}")
         self.model_info.setToolTip(info.path)
         if info.device_message:
             self._show_message("warning", info.device_message[0].upper() + info.device_message[1:] + ".")

@@ -258,6 +258,48 @@ def test_worker_crash_blames_only_the_file_and_run_continues(tmp_path, mnist_tes
     assert len(bad) == 1 and "crash" in bad[0].path and "crashed" in bad[0].error
 
 
+def crash_or_classify(paths, options, onnx_path, source):
+    """:func:`decode_and_classify` that kills its worker on files named *crash*."""
+    from mnist_desktop.core.batch import decode_and_classify
+    if any("crash" in os.path.basename(p) for p in paths):
+        os._exit(3)
+    return decode_and_classify(paths, options, onnx_path, source)
+
+
+def test_onnx_runtime_classifies_in_the_workers(tmp_path, mnist_test, predictor, default_model):
+    """With ONNX Runtime the workers decode and classify; the answers are the parent's,
+    and a worker crash still costs only its file (the others keep their answers)."""
+    import functools
+
+    from mnist_desktop.core.batch import decode_and_classify
+    from mnist_desktop.core.onnx_predictor import OnnxPredictor, onnx_for
+
+    onnx = OnnxPredictor(onnx_for(default_model), source=default_model)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(30):
+        name = f"{i:03d}_crash.png" if i == 13 else f"{i:03d}.png"
+        (folder / name).write_bytes(png_bytes(mnist_test.images[i]))
+    files = collect_files([folder])
+    in_parent = list(classify_files(files, predictor, workers=0))
+    in_workers = list(classify_files(files, onnx, workers=2, batch_size=4))
+    assert [r.path for r in in_workers] == files
+    for a, b in zip(in_workers, in_parent):
+        assert a.ok and np.abs(a.probs - b.probs).max() < 1e-5 and a.uncertain == b.uncertain
+    crashing = functools.partial(crash_or_classify, onnx_path=str(onnx.onnx_path), source=str(default_model))
+    results = [r for c in classify_chunks(files, onnx, workers=2, batch_size=4, decode_fn=crashing) for r in c]
+    assert [r.path for r in results] == files
+    bad = [r for r in results if not r.ok]
+    assert len(bad) == 1 and "crash" in bad[0].path and "crashed" in bad[0].error
+    for a, b in zip(results, in_parent):
+        if a.ok:
+            assert np.abs(a.probs - b.probs).max() < 1e-5
+    # the worker-side function on its own: a chunk with nothing decodable
+    images, errors, probs, unc = decode_and_classify([str(tmp_path / "missing.png")], onnx.options,
+                                                     str(onnx.onnx_path), str(default_model))
+    assert len(images) == 0 and probs.shape == (0, 10) and errors[0]
+
+
 def report_heavy_modules(paths, options):
     """Decoder for the test below: says which heavy modules its worker process holds."""
     import sys

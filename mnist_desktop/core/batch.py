@@ -10,8 +10,10 @@ Pipeline
    ``(n, 28, 28)`` array per chunk (cheap to pickle) and a reason for every file it could
    not use. At most ``max_in_flight`` chunks are queued, so memory stays flat however
    many files there are.
-3. **Inference** - the parent runs the model on each chunk as one batch while the workers
-   decode the next ones, and yields :class:`FileResult` objects **in input order**.
+3. **Inference** - with ONNX Runtime (the CPU default) each worker runs the model on the
+   chunk it decoded (:func:`decode_and_classify`), so decoding and inference share every
+   core; with torch the parent runs the model on each chunk as one batch while the workers
+   decode the next ones. Either way :class:`FileResult` objects come **in input order**.
 
 Every broken input becomes a result with an ``error`` (one line, fit for a user); nothing
 aborts the run, not even a decoder crashing its worker process. The generators check a
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import errno
 import io
 import itertools
@@ -271,6 +274,28 @@ def decode_chunk(paths: Sequence[str], options: PreprocessOptions) -> tuple[np.n
     return images[:n], errors
 
 
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_path: str, source: str
+                        ) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
+    """:func:`decode_chunk`, then the ONNX Runtime model on the chunk, in the worker:
+    ``(images, errors, probs, uncertain)``. Each worker loads the model once (one thread)
+    and keeps it; the parent then only collects results, so decoding and inference use
+    every core instead of inference waiting on one."""
+    images, errors = decode_chunk(paths, options)
+    model = _WORKER_MODELS.get(onnx_path)
+    if model is None:
+        from mnist_desktop.core.onnx_predictor import OnnxPredictor
+
+        model = _WORKER_MODELS[onnx_path] = OnnxPredictor(onnx_path, 1, source=source)
+    if not len(images):
+        n = len(model.labels)
+        return images, errors, np.empty((0, n), np.float32), np.empty(0, bool)
+    probs, unc, _ = model.probabilities(images)
+    return images, errors, probs, unc
+
+
 def _worker_init() -> None:
     # Decoding is single-threaded work per process; keep numpy's BLAS from spawning
     # threads that would fight the parent's inference for the same cores.
@@ -468,6 +493,10 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
         inference_threads = max(1, default_workers() - workers)
     it = (os.fsdecode(f) for f in files)
     infer = _Inference(predictor, inference_threads, precision)
+    if workers and decode_fn is decode_chunk and getattr(predictor, "onnx_path", None) is not None:
+        # ONNX Runtime runs in the decoding workers (see decode_and_classify).
+        decode_fn = functools.partial(decode_and_classify, onnx_path=str(predictor.onnx_path),
+                                      source=str(predictor.path))
     options = predictor.options
     labels = list(predictor.labels)
 
@@ -482,11 +511,11 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
             return name if name in known else None
         return None
 
-    def build(paths: list[str], images: np.ndarray, errors: list[str | None]) -> list[FileResult]:
+    def build(paths: list[str], images: np.ndarray, errors: list[str | None], *answers) -> list[FileResult]:
         results = [FileResult(p, labels, error=err, true_label=label_of(p))
                    for p, err in zip(paths, errors)]
         if len(images):
-            probs, unc = infer(images)
+            probs, unc = answers if answers else infer(images)
             good = (r for r in results if r.error is None)
             for j, r in enumerate(good):
                 r.probs = probs[j]
@@ -561,16 +590,21 @@ def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
         return pool.submit(decode_fn, paths, options).result()
     except BrokenProcessPool:
         pool.restart()
-    images, errors = [], []
+    parts: list[tuple] = []
     for p in paths:
         try:
-            img, err = pool.submit(decode_fn, [p], options).result()
+            parts.append(pool.submit(decode_fn, [p], options).result())
         except BrokenProcessPool:
             pool.restart()
-            img, err = np.empty((0, SIZE, SIZE), np.float32), ["the decoder crashed on this file"]
-        images.append(img)
-        errors.extend(err)
-    return np.concatenate(images) if images else np.empty((0, SIZE, SIZE), np.float32), errors
+            parts.append((np.empty((0, SIZE, SIZE), np.float32), ["the decoder crashed on this file"]))
+    errors = [e for part in parts for e in part[1]]
+    images = np.concatenate([part[0] for part in parts])
+    if any(len(part) > 2 and len(part[0]) for part in parts):
+        # Files classified in the workers: their answers, in order (the crashed ones have none).
+        answered = [part for part in parts if len(part) > 2]
+        return (images, errors, np.concatenate([part[2] for part in answered]),
+                np.concatenate([part[3] for part in answered]))
+    return images, errors
 
 
 def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,

@@ -141,12 +141,12 @@ def collect_files(paths: Iterable[str | bytes | os.PathLike], recursive: bool = 
         About 100 bytes per file (a ``str`` each, no ``Path`` objects), so 200,000 files
         cost some 20 MB.
     """
-    from mnist_desktop.core.data import iter_image_files
+    from mnist_desktop.core.data import iter_image_paths
 
     out: list[str] = []
-    for n, p in enumerate(iter_image_files([os.fsdecode(p) for p in paths], recursive=recursive,
+    for n, p in enumerate(iter_image_paths([os.fsdecode(p) for p in paths], recursive=recursive,
                                            errors=errors)):
-        out.append(str(p))
+        out.append(p)
         if should_cancel is not None and n % 1000 == 999 and should_cancel():
             break
     return out

@@ -171,3 +171,66 @@ def test_large_8bit_path_equals_float_path(mnist_test, opts):
     assert served == len(images) and np.median(diffs) < 1e-6
     # Arrays take the same route as images.
     assert close(_scalar(np.asarray(images[0]), opts), _float_path(images[0], opts))
+
+
+def _png(arr, **save):
+    import io
+    b = io.BytesIO()
+    Image.fromarray(arr).save(b, "png", **save)
+    return b.getvalue()
+
+
+def test_small_png_fast_path_reads_like_pillow(mnist_test):
+    """Small 8-bit grayscale PNGs are decoded by libspng; the gray image is Pillow's, bit for
+    bit, and anything the fast path does not serve goes to Pillow (None)."""
+    import io
+
+    from mnist_desktop.core import batch
+    from mnist_desktop.core.preprocess import image_to_gray, load_image
+
+    if batch._spng is None:
+        pytest.skip("pyspng is not installed (optional: Pillow decodes everything)")
+    for i in range(50):
+        data = _png(mnist_test.images[i], compress_level=i % 10)
+        fast = batch._small_gray_png(data)
+        slow, alpha = image_to_gray(load_image(io.BytesIO(data)))
+        assert not alpha and fast.dtype == np.float32 and np.array_equal(fast, slow)
+    img = mnist_test.images[0]
+    # Transparency (alpha ink), EXIF (orientation), colour, 16 bits, interlacing, large
+    # images, other formats and broken files are all Pillow's.
+    im = Image.fromarray(img)
+    im.info["transparency"] = 0
+    b = io.BytesIO()
+    im.save(b, "png", transparency=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    others = {
+        "tRNS": b.getvalue(),
+        "eXIf": _png(img, exif=exif.tobytes()),
+        "RGB": _png(np.stack([img] * 3, -1)),
+        "16-bit": _png(img.astype(np.uint16) * 257),
+        "interlaced": _png(img)[:28] + b"\x01" + _png(img)[29:],   # IHDR says Adam7
+        "65x65": _png(np.zeros((65, 65), np.uint8)),
+        "truncated": _png(img)[:60],
+        "not a PNG": b"GIF89a" + bytes(40),
+        "empty": b"",
+    }
+    for name, data in others.items():
+        assert batch._small_gray_png(data) is None, name
+
+
+def test_fast_and_pillow_decoding_give_the_same_results(tmp_path, mnist_test, monkeypatch):
+    from mnist_desktop.core import batch
+
+    paths = []
+    for i in range(40):
+        p = tmp_path / f"{i}.png"
+        p.write_bytes(_png(mnist_test.images[i] if i % 2 else 255 - mnist_test.images[i]))
+        paths.append(str(p))
+    (tmp_path / "bad.png").write_bytes(_png(mnist_test.images[0])[:70])
+    paths.append(str(tmp_path / "bad.png"))
+    fast = decode_chunk(paths, PreprocessOptions())
+    monkeypatch.setattr(batch, "_spng", None)
+    slow = decode_chunk(paths, PreprocessOptions())
+    assert np.array_equal(fast[0], slow[0]) and fast[1] == slow[1]
+    assert fast[1][-1] and "truncated" in fast[1][-1]

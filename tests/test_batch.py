@@ -294,10 +294,17 @@ def test_onnx_runtime_classifies_in_the_workers(tmp_path, mnist_test, predictor,
     for a, b in zip(results, in_parent):
         if a.ok:
             assert np.abs(a.probs - b.probs).max() < 1e-5
-    # the worker-side function on its own: a chunk with nothing decodable
-    images, errors, probs, unc = decode_and_classify([str(tmp_path / "missing.png")], onnx.options,
-                                                     str(onnx.onnx_path), str(default_model))
-    assert len(images) == 0 and probs.shape == (0, 10) and errors[0]
+    # the worker-side function on its own: nothing decodable, or a model it cannot load,
+    # leaves the answers to the parent
+    images, errors = decode_and_classify([str(tmp_path / "missing.png")], onnx.options,
+                                         str(onnx.onnx_path), str(default_model))
+    assert len(images) == 0 and errors[0]
+    out = decode_and_classify(files[:3], onnx.options, str(tmp_path / "gone.onnx"), str(default_model))
+    assert len(out) == 2 and len(out[0]) == 3 and out[1] == [None] * 3
+    gone = functools.partial(decode_and_classify, onnx_path=str(tmp_path / "gone.onnx"), source=str(default_model))
+    results = [r for c in classify_chunks(files, onnx, workers=2, batch_size=4, decode_fn=gone) for r in c]
+    for a, b in zip(results, in_parent):
+        assert a.ok == b.ok and (not a.ok or np.abs(a.probs - b.probs).max() < 1e-5)
 
 
 def report_heavy_modules(paths, options):

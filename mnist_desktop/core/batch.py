@@ -331,17 +331,20 @@ def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_p
     """:func:`decode_chunk`, then the ONNX Runtime model on the chunk, in the worker:
     ``(images, errors, probs, uncertain)``. Each worker loads the model once (one thread)
     and keeps it; the parent then only collects results, so decoding and inference use
-    every core instead of inference waiting on one."""
+    every core instead of inference waiting on one. When the model cannot run here, or
+    nothing decoded, it returns ``(images, errors)`` and the parent's model answers."""
     images, errors = decode_chunk(paths, options)
-    model = _WORKER_MODELS.get(onnx_path)
-    if model is None:
-        from mnist_desktop.core.onnx_predictor import OnnxPredictor
-
-        model = _WORKER_MODELS[onnx_path] = OnnxPredictor(onnx_path, 1, source=source)
     if not len(images):
-        n = len(model.labels)
-        return images, errors, np.empty((0, n), np.float32), np.empty(0, bool)
-    probs, unc, _ = model.probabilities(images)
+        return images, errors
+    try:
+        model = _WORKER_MODELS.get(onnx_path)
+        if model is None:
+            from mnist_desktop.core.onnx_predictor import OnnxPredictor
+
+            model = _WORKER_MODELS[onnx_path] = OnnxPredictor(onnx_path, 1, source=source)
+        probs, unc, _ = model.probabilities(images)
+    except Exception:  # e.g. the cached copy was deleted mid-run: the parent's model answers
+        return images, errors
     return images, errors, probs, unc
 
 
@@ -648,12 +651,12 @@ def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
             parts.append((np.empty((0, SIZE, SIZE), np.float32), ["the decoder crashed on this file"]))
     errors = [e for part in parts for e in part[1]]
     images = np.concatenate([part[0] for part in parts])
-    if any(len(part) > 2 and len(part[0]) for part in parts):
-        # Files classified in the workers: their answers, in order (the crashed ones have none).
-        answered = [part for part in parts if len(part) > 2]
-        return (images, errors, np.concatenate([part[2] for part in answered]),
-                np.concatenate([part[3] for part in answered]))
-    return images, errors
+    with_images = [part for part in parts if len(part[0])]
+    if with_images and all(len(part) > 2 for part in with_images):
+        # Classified in the workers: their answers, in order (crashed files have no image).
+        return (images, errors, np.concatenate([part[2] for part in with_images]),
+                np.concatenate([part[3] for part in with_images]))
+    return images, errors   # the parent's model answers
 
 
 def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,

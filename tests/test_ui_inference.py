@@ -88,7 +88,8 @@ def test_device_fallback_to_cpu_with_message_and_close_joins_the_worker(make_win
     level, text = blocker.args
     assert level == "warning" and "CPU" in text
     assert w.worker.model_info.device == "cpu" and w.worker.model_info.requested_device == "cuda"
-    assert "CPU" in w.model_status.text()
+    assert w.worker.model_info.backend == "torch"   # a GPU was asked for: torch, on the CPU
+    assert "CPU" in w.model_status.text() and "ONNX" not in w.model_status.text()
     assert settings_store.load().settings.device == "cuda"  # the choice is remembered
     with qtbot.waitSignal(w.live.settled, timeout=RESULT_TIMEOUT_MS) as blocker:
         draw_digit(w.canvas, "7")
@@ -128,3 +129,16 @@ def test_saved_model_that_fails_falls_back_to_the_bundled_one(make_window, qtbot
     assert "gone.safetensors" in w.banner.text and "bundled" in w.banner.text
     assert w.settings.model_path == ""
     assert w.worker.model_info.path == str(default_model_path())
+
+
+def test_bundled_model_runs_through_onnx_runtime_on_the_cpu(shared_worker, qtbot):
+    """The canvas's process uses the bundled model's ONNX copy on a CPU (no torch import)."""
+    if not shared_worker.is_ready:
+        with qtbot.waitSignal(shared_worker.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+            pass
+    from mnist_desktop.core.onnx_predictor import _cuda_present
+
+    info = shared_worker.model_info
+    if info.requested_device != "cpu" and _cuda_present():
+        pytest.skip("an NVIDIA driver is present: 'auto' goes to torch for the GPU")
+    assert info.backend == "onnxruntime" and info.device == "cpu"

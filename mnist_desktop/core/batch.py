@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import collections
 import csv
-import functools
 import errno
+import functools
 import io
 import itertools
 import json
@@ -230,6 +230,11 @@ def _small_gray(path: str, options: PreprocessOptions) -> tuple[Any, str | None]
     return (None, err) if err else _guarded(load)
 
 
+try:
+    import pyspng as _spng
+except ImportError:  # optional: Pillow decodes everything without it
+    _spng = None
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -266,12 +271,6 @@ def _small_gray_png(data: bytes) -> np.ndarray | None:
     if arr.dtype != np.uint8 or arr.shape != (h, w):
         return None
     return arr.astype(np.float32) / 255.0
-
-
-try:
-    import pyspng as _spng
-except ImportError:  # optional: Pillow decodes everything without it
-    _spng = None
 
 
 class _Done:
@@ -327,7 +326,7 @@ _WORKER_MODELS: dict[str, Any] = {}
 
 
 def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_path: str, source: str
-                        ) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
+                        ) -> tuple:
     """:func:`decode_chunk`, then the ONNX Runtime model on the chunk, in the worker:
     ``(images, errors, probs, uncertain)``. Each worker loads the model once (one thread)
     and keeps it; the parent then only collects results, so decoding and inference use

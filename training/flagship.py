@@ -81,7 +81,7 @@ def train_run(label: str, reuse: str | None, args, **overrides) -> Path:
                             "val_seed": args.seed, "step_event_interval": 5.0}
     if args.epochs:
         base["epochs"] = args.epochs
-    cfg = recipe_config("flagship").replace(**base, **overrides)
+    cfg = recipe_config("flagship").replace(**{**base, **overrides})
     return _run_to_end(train(cfg), label)
 
 
@@ -96,8 +96,11 @@ def train_digits(args) -> Path:
                         arch_args={"width": args.teacher_width})
         teachers.append(str(run / "best.safetensors"))
     distill = {"teachers": teachers, "distill_weight": args.distill_weight} if teachers else {}
+    student: dict[str, Any] = {"select_metric": args.student_select}
+    if args.student_epochs:
+        student["epochs"] = args.student_epochs
     return train_run("student", args.student_run, args, seed=args.seed, name="flagship-student",
-                     outlier_images=args.oe_images, outlier_weight=args.oe_weight, **distill)
+                     outlier_images=args.oe_images, outlier_weight=args.oe_weight, **distill, **student)
 
 
 def name_model(run_dir: Path) -> Path:
@@ -210,7 +213,9 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         f"seed {cfg.get('seed')}; distilled from {len(cfg.get('teachers', []))} teacher runs of the same "
         f"recipe at width {teacher_width} (seeds {cfg.get('seed')}.."
         f"{cfg.get('seed', 0) + max(len(cfg.get('teachers', [])) - 1, 0)}, same validation split), "
-        f"distillation weight {cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')}.",
+        f"distillation weight {cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')}; "
+        f"checkpoint picked by {str(cfg.get('select_metric', 'val_accuracy')).replace('_', ' ')} "
+        f"on the validation split.",
         "- Thickness and European-stroke augmentation were chosen by 5-fold cross-validation on the",
         "  training subset (`python -m training.cv`, figures in `docs/MODELS.md`), not on the test set.",
         f"  The flags' angle ({FLAG_MIN_DEG:.0f}-60 degrees below level, was 25-60 in the cross-validation)",
@@ -297,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--distill-weight", type=float, default=0.7)
     ap.add_argument("--student-run", default=None, help="reuse or resume this student run folder")
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of every stage-1 run")
+    ap.add_argument("--student-epochs", type=int, default=None,
+                    help="epochs of the student alone (default: --epochs, else the recipe's)")
+    ap.add_argument("--student-select", choices=["val_accuracy", "val_loss"], default="val_accuracy",
+                    help="how the student's checkpoint is picked on the validation split")
     ap.add_argument("--oe-images", type=int, default=6000,
                     help="generated non-digits (train seeds) for the student's outlier exposure (0 = none)")
     ap.add_argument("--oe-weight", type=float, default=0.5, help="weight of the outlier-exposure loss")

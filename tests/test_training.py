@@ -353,3 +353,29 @@ def test_cli_bad_data_exits_2_with_one_line(tmp_path):
     assert last["type"] == "failed" and last["kind"] == "data" and "x.png" in last["message"]
     err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert err[0].startswith("training: error:") and "x.png" in err[0] and "Traceback" not in proc.stderr
+
+
+def test_flagship_student_options_reach_the_student_only(monkeypatch, tmp_path):
+    """--student-epochs / --student-select configure the student run, not the teachers,
+    and combine with --epochs (the student's value wins)."""
+    import argparse
+
+    import training.engine
+    from training import flagship
+    from training.events import Finished
+
+    configs = {}
+
+    def fake_train(cfg=None, resume=None):
+        configs[cfg.name] = cfg
+        yield Finished(run_dir=str(tmp_path / cfg.name))
+
+    monkeypatch.setattr(training.engine, "train", fake_train)
+    args = argparse.Namespace(teacher_runs=None, teachers=1, seed=0, teacher_width=32, distill_weight=0.7,
+                              student_run=None, oe_images=10, oe_weight=0.5, student_select="val_loss",
+                              student_epochs=150, epochs=7, data="x", runs=str(tmp_path), threads=1)
+    flagship.train_digits(args)
+    teacher, student = configs["flagship-teacher1"], configs["flagship-student"]
+    assert (teacher.epochs, teacher.select_metric, teacher.arch_args) == (7, "val_accuracy", {"width": 32})
+    assert (student.epochs, student.select_metric, student.outlier_images) == (150, "val_loss", 10)
+    assert student.teachers == [str(tmp_path / "flagship-teacher1" / "best.safetensors")]

@@ -22,7 +22,7 @@ model file never runs with stale weights.
 per channel, activations calibrated on 1,000 generated stroke-drawn digits from the
 ``calibration`` seeds of :mod:`mnist_desktop.core.synth`), made from the fp32 copy on first
 use and cached the same way: the forward pass is about twice as fast (68 vs 131 us per
-image); with the default model it changes 3 of the 10,000 MNIST test answers.
+image); with the default model it changes 2 of the 10,000 MNIST test answers.
 """
 
 from __future__ import annotations

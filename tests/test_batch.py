@@ -244,13 +244,18 @@ def crash_on_marked_files(paths, options):
     return decode_chunk(paths, options)
 
 
-def test_worker_crash_blames_only_the_file_and_run_continues(tmp_path, mnist_test, predictor):
+def _folder_with_a_crashing_file(tmp_path, mnist_test) -> list[str]:
+    """30 MNIST PNGs, the 14th named *crash* (see crash_on_marked_files); their listing."""
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(30):
         name = f"{i:03d}_crash.png" if i == 13 else f"{i:03d}.png"
         (folder / name).write_bytes(png_bytes(mnist_test.images[i]))
-    files = collect_files([folder])
+    return collect_files([folder])
+
+
+def test_worker_crash_blames_only_the_file_and_run_continues(tmp_path, mnist_test, predictor):
+    files = _folder_with_a_crashing_file(tmp_path, mnist_test)
     results = [r for c in classify_chunks(files, predictor, workers=2, batch_size=4,
                                           decode_fn=crash_on_marked_files) for r in c]
     assert [r.path for r in results] == files
@@ -275,12 +280,7 @@ def test_onnx_runtime_classifies_in_the_workers(tmp_path, mnist_test, predictor,
     from mnist_desktop.core.onnx_predictor import OnnxPredictor, onnx_for
 
     onnx = OnnxPredictor(onnx_for(default_model), source=default_model)
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(30):
-        name = f"{i:03d}_crash.png" if i == 13 else f"{i:03d}.png"
-        (folder / name).write_bytes(png_bytes(mnist_test.images[i]))
-    files = collect_files([folder])
+    files = _folder_with_a_crashing_file(tmp_path, mnist_test)
     in_parent = list(classify_files(files, predictor, workers=0))
     in_workers = list(classify_files(files, onnx, workers=2, batch_size=4))
     assert [r.path for r in in_workers] == files

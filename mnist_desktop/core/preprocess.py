@@ -269,15 +269,20 @@ def gray_to_ink(gray: np.ndarray, alpha_ink: bool = False) -> np.ndarray:
     h, w = gray.shape
     if alpha_ink:
         return gray.astype(np.float32, copy=False)
-    b = max(1, round(0.04 * min(h, w)))
-    border = np.concatenate([gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()])
-    bg = float(np.median(border))
+    bg = float(np.median(_border_pixels(gray)))
     ink = (1.0 - gray) if bg > 0.5 else gray
     if max(h, w) > 64:
         ink = ink - _background_map(ink)
     else:
         ink = ink - min(bg, 1.0 - bg)
     return np.clip(ink, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _border_pixels(gray: np.ndarray) -> np.ndarray:
+    """The pixels of the outer 4% of a gray image, whose median is its background."""
+    h, w = gray.shape
+    b = max(1, round(0.04 * min(h, w)))
+    return np.concatenate([gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()])
 
 
 def _coarse_size(h: int, w: int) -> tuple[int, int]:
@@ -308,19 +313,23 @@ def _fit_masked(basis: np.ndarray, z: np.ndarray, keep: np.ndarray) -> np.ndarra
         return np.linalg.lstsq(kept, z[keep], rcond=None)[0]
 
 
-def _background_map(ink: np.ndarray, small: np.ndarray | None = None) -> np.ndarray | np.float32:
+def _background_map(ink: np.ndarray) -> np.ndarray | np.float32:
     """Slowly varying background level of an ink map (ink high): paper shading in a photo.
 
     A quadratic surface is fitted, robustly, to the darker 60% of a coarse copy (strokes
     are a minority of pixels) and rejected outliers are refitted once. A smooth surface
     cannot follow strokes, however thick, so it never hollows out a bold digit the way a
-    local minimum filter would. ``small`` is that coarse copy when the caller has it
-    (``ink`` is then only used for its shape).
+    local minimum filter would.
     """
     h, w = ink.shape
-    cw, chh = _coarse_size(h, w)
-    if small is None:
-        small = np.asarray(Image.fromarray(ink, mode="F").resize((cw, chh), Image.BOX), dtype=np.float64)
+    small = np.asarray(Image.fromarray(ink, mode="F").resize(_coarse_size(h, w), Image.BOX), dtype=np.float64)
+    return _background_surface(small, h, w)
+
+
+def _background_surface(small: np.ndarray, h: int, w: int) -> np.ndarray | np.float32:
+    """:func:`_background_map` from its coarse copy ``small``, for an ``h`` x ``w`` image:
+    a float32 constant when evenly lit, else the ``(h, w)`` surface."""
+    chh, cw = small.shape
     basis = _quadratic_basis(chh, cw)
     z = small.ravel()
     keep = z <= np.percentile(z, 60)
@@ -393,13 +402,9 @@ def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float) -
     """
     g = np.asarray(img)
     h, w = g.shape
-    b = max(1, round(0.04 * min(h, w)))
-    border = np.concatenate([g[:b].ravel(), g[-b:].ravel(), g[:, :b].ravel(), g[:, -b:].ravel()])
-    bg = float(np.median(border)) / 255.0
-    dark = bg > 0.5
-    cw, chh = _coarse_size(h, w)
-    small = np.asarray(img.convert("F").resize((cw, chh), Image.BOX), dtype=np.float64) / 255.0
-    level = _background_map(g, 1.0 - small if dark else small)
+    dark = float(np.median(_border_pixels(g))) / 255.0 > 0.5
+    small = np.asarray(img.convert("F").resize(_coarse_size(h, w), Image.BOX), dtype=np.float64) / 255.0
+    level = _background_surface(1.0 - small if dark else small, h, w)
     if np.ndim(level) != 0:
         return None
     # The float path, for each of the 256 gray values: gray -> ink -> minus background.
@@ -408,7 +413,7 @@ def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float) -
         lut = 1.0 - lut
     lut = np.clip(lut - np.float32(level), 0.0, 1.0).astype(np.float32, copy=False)
     counts = np.asarray(img.histogram(), dtype=np.int64)
-    q = np.rint(np.clip(lut, 0.0, 1.0) * 255.0).astype(np.intp)
+    q = np.rint(lut * 255.0).astype(np.intp)   # lut is in [0, 1]: _large_image_stats' bins
     peak, med, mad = _histogram_stats(np.bincount(q, weights=counts, minlength=256))
     peak = max(peak, float(lut[counts > 0].max()) * 0.5)
     floor = _noise_floor(peak, med, mad, True, min_contrast, noise_floor)

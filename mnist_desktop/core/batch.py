@@ -156,13 +156,8 @@ def collect_files(paths: Iterable[str | bytes | os.PathLike], recursive: bool = 
 
 def decode_one(path: str, options: PreprocessOptions) -> tuple[np.ndarray | None, str | None]:
     """Load and preprocess one file. Returns ``(image28, None)`` or ``(None, reason)``."""
-    err = _stat_error(path)
+    err = _stat(path)[0]
     return (None, err) if err else _guarded(lambda: preprocess(load_image(path), options))
-
-
-def _stat_error(path: str) -> str | None:
-    """Why ``path`` cannot be decoded before opening it (None when it may be)."""
-    return _stat(path)[0]
 
 
 def _stat(path: str) -> tuple[str | None, int]:
@@ -244,11 +239,10 @@ def _small_gray_png(data: bytes) -> np.ndarray | None:
 
     Pillow spends 30-60 us per small PNG, mostly in Python (opening, chunk parsing, EXIF
     lookup), against ~6 us for libspng: about half the decoding cost of an MNIST-style
-    folder. Only
-    what reads identically either way takes this path: grayscale, 8 bits, not interlaced,
-    no transparency (``tRNS``: alpha ink) and no EXIF (``eXIf``: orientation), at most
-    ``SMALL_BATCH_PIXELS`` pixels, checked in the header before anything is decoded.
-    Decoding errors go back to Pillow, whose message the user sees.
+    folder. Only what reads identically either way takes this path: grayscale, 8 bits,
+    not interlaced, no transparency (``tRNS``: alpha ink) and no EXIF (``eXIf``:
+    orientation), at most ``SMALL_BATCH_PIXELS`` pixels, checked in the header before
+    anything is decoded. Decoding errors go back to Pillow, whose message the user sees.
     """
     if _spng is None or not data.startswith(_PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
         return None
@@ -280,7 +274,6 @@ class _Done:
 
     def __init__(self, image: np.ndarray):
         self.image = image
-
 
 
 def decode_chunk(paths: Sequence[str], options: PreprocessOptions) -> tuple[np.ndarray, list[str | None]]:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_desktop.core.checkpoint import META_KEY, CheckpointError, ModelMeta
-from mnist_desktop.core.predictor import PredictMixin, apply_uncertainty
+from mnist_desktop.core.predictor import PredictMixin
 from mnist_desktop.core.preprocess import PreprocessOptions, normalize
 
 SOURCE_KEY = "mnist_desktop.source_sha256"
@@ -222,16 +222,9 @@ class OnnxPredictor(PredictMixin):
         self._input = self._session.get_inputs()[0].name
         self._threads = threads
 
-    @property
-    def labels(self) -> list[str]:
-        return self.meta.labels
-
     def logits(self, images: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(normalize(images, self._mean, self._std)[:, None])
         return self._session.run(None, {self._input: x})[0]
-
-    def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return apply_uncertainty(self.logits(images), self.meta)
 
 
 def _cuda_present() -> bool:
@@ -240,6 +233,11 @@ def _cuda_present() -> bool:
 
     return Path("/proc/driver/nvidia/version").exists() or ctypes.util.find_library("nvcuda") is not None \
         or ctypes.util.find_library("cuda") is not None
+
+
+def _onnx_wanted(device: str) -> bool:
+    """Whether ``device`` means the CPU here (``auto`` without an NVIDIA driver)."""
+    return device == "cpu" or (device == "auto" and not _cuda_present())
 
 
 def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads: int = 1,
@@ -256,7 +254,7 @@ def batch_predictor(model_path: str | os.PathLike, device: str = "auto", threads
 
     read_meta(model_path)  # a missing, corrupt or hostile file fails here, with one line
     note = ""
-    if device == "cpu" or (device == "auto" and not _cuda_present()):
+    if _onnx_wanted(device):
         try:
             path = onnx_for(model_path, precision=precision, status=status)
             return OnnxPredictor(path, threads, source=model_path), ""
@@ -282,15 +280,21 @@ def canvas_predictor(model_path: str | os.PathLike, device: str = "auto"):
     from mnist_desktop.core.checkpoint import read_meta
 
     read_meta(model_path)  # a missing, corrupt or hostile file fails here, with one line
-    if device == "cpu" or (device == "auto" and not _cuda_present()):
+    note = None
+    if _onnx_wanted(device):
         try:
             return OnnxPredictor(onnx_for(model_path, make=False), 1, source=model_path)
-        except Exception:  # no copy yet, or one this ONNX Runtime cannot run: torch will
+        except OnnxUnavailable:  # no copy yet: torch, as for any model without one
             pass
+        except Exception as e:  # a copy this ONNX Runtime cannot run: torch, and say so
+            note = f"ONNX Runtime could not run the model's ONNX copy ({type(e).__name__}); using torch"
     import torch
 
     # One thread: on a busy 2-core machine, 2-thread inference stalls under contention.
     torch.set_num_threads(1)
     from mnist_desktop.core.predictor import Predictor
 
-    return Predictor.from_file(model_path, device)
+    predictor = Predictor.from_file(model_path, device)
+    if note and not predictor.device_message:
+        predictor.device_message = note   # shown by the window like a device fallback
+    return predictor

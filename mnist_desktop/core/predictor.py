@@ -79,9 +79,17 @@ def resolve_device(requested: str = "auto") -> tuple[str, str | None]:
 
 
 class PredictMixin:
-    """``predict`` and ``predict_images`` on top of a class's ``probabilities``,
-    ``labels`` and ``options``: shared by the torch :class:`Predictor` and the ONNX
-    Runtime :class:`~mnist_desktop.core.onnx_predictor.OnnxPredictor`."""
+    """Everything above the forward pass, on top of a class's ``logits``, ``meta`` and
+    ``options``: shared by the torch :class:`Predictor` and the ONNX Runtime
+    :class:`~mnist_desktop.core.onnx_predictor.OnnxPredictor`."""
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta.labels
+
+    def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(probs, uncertain, score)`` for ``(N, 28, 28)`` images."""
+        return apply_uncertainty(self.logits(images), self.meta)
 
     def predict_images(self, images: np.ndarray, keep_images: bool = False) -> list[Prediction]:
         images = np.asarray(images, dtype=np.float32)
@@ -143,10 +151,6 @@ class Predictor(PredictMixin):
     def from_file(cls, path: str | os.PathLike, device: str = "auto") -> "Predictor":
         return cls(load_model(path), device)
 
-    @property
-    def labels(self) -> list[str]:
-        return self.meta.labels
-
     # ------------------------------------------------------------------ core math
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits for ``(N, 28, 28)`` [0, 1] images."""
@@ -155,10 +159,6 @@ class Predictor(PredictMixin):
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
             return self.model(t).float().cpu().numpy()
-
-    def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(probs, uncertain, score)`` for ``(N, 28, 28)`` images."""
-        return apply_uncertainty(self.logits(images), self.meta)
 
 
 def apply_uncertainty(logits: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

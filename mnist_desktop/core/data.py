@@ -117,8 +117,9 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
 
 # --------------------------------------------------------------------------- image files
 
-def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+def is_image_name(name: str | os.PathLike) -> bool:
+    """Whether a file name has an image suffix (string work only: called per listed file)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_SUFFIXES
 
 
 def iter_image_files(paths, recursive: bool = True,
@@ -172,7 +173,7 @@ def _walk(folder: str, recursive: bool, seen: set, errors) -> Iterator[str]:
             is_dir = False
         if is_dir:
             subdirs.append(entry.path)
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+        elif is_image_name(entry.name):
             yield entry.path
     if recursive:
         for d in subdirs:

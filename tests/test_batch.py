@@ -307,6 +307,43 @@ def test_onnx_runtime_classifies_in_the_workers(tmp_path, mnist_test, predictor,
         assert a.ok == b.ok and (not a.ok or np.abs(a.probs - b.probs).max() < 1e-5)
 
 
+def crash_or_classify_lean(paths, options, onnx_path, source):
+    """As :func:`crash_or_classify` without shipping images back, and when the file
+    ``014.png`` is decoded alone (isolating the crash next to it) its model cannot load:
+    one chunk's files then come back partly answered in the workers, partly not."""
+    from mnist_desktop.core.batch import decode_and_classify
+    if any("crash" in os.path.basename(p) for p in paths):
+        os._exit(3)
+    if len(paths) == 1 and paths[0].endswith("014.png"):
+        onnx_path = onnx_path + ".gone"
+    return decode_and_classify(paths, options, onnx_path, source, keep_images=False)
+
+
+def test_worker_answers_without_images_and_mixed_isolation(tmp_path, mnist_test, predictor, default_model):
+    """Workers send no 28x28 inputs back unless asked (``keep_images``); with them the
+    results carry the inputs. A crash isolated in a chunk whose files come back partly
+    classified, partly not, still gives every other file its right answer."""
+    import functools
+
+    from mnist_desktop.core.onnx_predictor import OnnxPredictor, onnx_for
+
+    onnx = OnnxPredictor(onnx_for(default_model), source=default_model)
+    files = _folder_with_a_crashing_file(tmp_path, mnist_test)
+    in_parent = list(classify_files(files, predictor, workers=0, keep_images=True))
+    lean = list(classify_files(files, onnx, workers=2, batch_size=4))
+    kept = list(classify_files(files, onnx, workers=2, batch_size=4, keep_images=True))
+    for a, b, c in zip(lean, kept, in_parent):
+        assert a.image is None and np.array_equal(b.image, c.image)
+        assert np.abs(a.probs - c.probs).max() < 1e-5 and np.abs(b.probs - c.probs).max() < 1e-5
+    mixed = functools.partial(crash_or_classify_lean, onnx_path=str(onnx.onnx_path), source=str(default_model))
+    results = [r for c in classify_chunks(files, onnx, workers=2, batch_size=4, decode_fn=mixed) for r in c]
+    assert [r.path for r in results] == files
+    assert [r.path for r in results if not r.ok] == [files[13]]
+    for a, b in zip(results, in_parent):
+        if a.ok:
+            assert np.abs(a.probs - b.probs).max() < 1e-5
+
+
 def report_heavy_modules(paths, options):
     """Decoder for the test below: says which heavy modules its worker process holds."""
     import sys

@@ -180,43 +180,53 @@ def _png(arr, **save):
     return b.getvalue()
 
 
-def test_small_png_fast_path_reads_like_pillow(mnist_test):
-    """Small 8-bit grayscale PNGs are decoded by libspng; the gray image is Pillow's, bit for
-    bit, and anything the fast path does not serve goes to Pillow (None)."""
+def test_gray_png_fast_path_reads_like_pillow(mnist_test):
+    """Plain 8-bit grayscale PNGs are decoded by libspng; the pixels are Pillow's, bit for
+    bit, small or large, and anything the fast path does not serve goes to Pillow (None)."""
     import io
 
     from mnist_desktop.core import batch
-    from mnist_desktop.core.preprocess import image_to_gray, load_image
+    from mnist_desktop.core.preprocess import load_image
 
     if batch._spng is None:
         pytest.skip("pyspng is not installed (optional: Pillow decodes everything)")
     for i in range(50):
         data = _png(mnist_test.images[i], compress_level=i % 10)
-        fast = batch._small_gray_png(data)
-        slow, alpha = image_to_gray(load_image(io.BytesIO(data)))
-        assert not alpha and fast.dtype == np.float32 and np.array_equal(fast, slow)
+        fast = batch._gray_png(data)
+        slow = load_image(io.BytesIO(data))
+        assert slow.mode == "L" and fast.dtype == np.uint8 and np.array_equal(fast, np.asarray(slow))
+    big = np.asarray(Image.fromarray(mnist_test.images[1]).resize((300, 280), Image.BILINEAR))
+    assert np.array_equal(batch._gray_png(_png(big)), big)
+    im = Image.fromarray(big)
+    b = io.BytesIO()
+    im.save(b, "png", dpi=(300, 300))   # a pHYs chunk, as scanners write: still plain
+    assert np.array_equal(batch._gray_png(b.getvalue()), big)
     img = mnist_test.images[0]
-    # Transparency (alpha ink), EXIF (orientation), colour, 16 bits, interlacing, large
-    # images, other formats and broken files are all Pillow's.
+    # Transparency (alpha ink), EXIF (orientation, also as ImageMagick's text chunk),
+    # colour, 16 bits, interlacing, very large images (Pillow's bomb limits), other formats
+    # and broken files are all Pillow's.
     im = Image.fromarray(img)
-    im.info["transparency"] = 0
     b = io.BytesIO()
     im.save(b, "png", transparency=0)
     exif = Image.Exif()
     exif[0x0112] = 6
+    from PIL import PngImagePlugin
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Raw profile type exif", "exif 0")
     others = {
         "tRNS": b.getvalue(),
         "eXIf": _png(img, exif=exif.tobytes()),
+        "tEXt": _png(img, pnginfo=text),
         "RGB": _png(np.stack([img] * 3, -1)),
         "16-bit": _png(img.astype(np.uint16) * 257),
         "interlaced": _png(img)[:28] + b"\x01" + _png(img)[29:],   # IHDR says Adam7
-        "65x65": _png(np.zeros((65, 65), np.uint8)),
+        "2001x2000": _png(np.zeros((2000, 2001), np.uint8)),
         "truncated": _png(img)[:60],
         "not a PNG": b"GIF89a" + bytes(40),
         "empty": b"",
     }
     for name, data in others.items():
-        assert batch._small_gray_png(data) is None, name
+        assert batch._gray_png(data) is None, name
 
 
 def test_fast_and_pillow_decoding_give_the_same_results(tmp_path, mnist_test, monkeypatch):
@@ -226,6 +236,11 @@ def test_fast_and_pillow_decoding_give_the_same_results(tmp_path, mnist_test, mo
     for i in range(40):
         p = tmp_path / f"{i}.png"
         p.write_bytes(_png(mnist_test.images[i] if i % 2 else 255 - mnist_test.images[i]))
+        paths.append(str(p))
+    for i, size in enumerate([(280, 280), (100, 90), (64, 64), (65, 40)]):   # scans and odd sizes
+        p = tmp_path / f"large{i}.png"
+        img = Image.fromarray(255 - mnist_test.images[50 + i]).resize(size, Image.BILINEAR)
+        p.write_bytes(_png(np.asarray(img)))
         paths.append(str(p))
     (tmp_path / "bad.png").write_bytes(_png(mnist_test.images[0])[:70])
     paths.append(str(tmp_path / "bad.png"))

@@ -211,9 +211,11 @@ def _small_gray(path: str, options: PreprocessOptions) -> tuple[Any, str | None]
             except OSError:
                 pass  # load_image(path) gives the one-line reason
             else:
-                gray = _small_gray_png(data)
+                gray = _gray_png(data)
                 if gray is not None:
-                    return gray
+                    if gray.size <= SMALL_BATCH_PIXELS and max(gray.shape) <= 64:
+                        return gray.astype(np.float32) / 255.0
+                    return _Done(preprocess(gray, options))   # as Pillow's mode-L image
                 source = io.BytesIO(data)
         img = load_image(source)
         if img.width * img.height <= SMALL_BATCH_PIXELS and max(img.size) <= 64 and img.width and img.height:
@@ -231,30 +233,38 @@ except ImportError:  # optional: Pillow decodes everything without it
     _spng = None
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks that change nothing in how Pillow reads an 8-bit gray PNG as mode L. Any other
+# (tRNS: alpha ink; eXIf or a text chunk with EXIF: orientation; unknown ones) -> Pillow.
+_PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP",
+                           b"pHYs", b"sBIT", b"tIME", b"bKGD"})
+# Larger images go to Pillow, whose limits refuse decompression bombs.
+GRAY_PNG_MAX_PIXELS = 4_000_000
 
 
-def _small_gray_png(data: bytes) -> np.ndarray | None:
-    """The gray image of a small 8-bit grayscale PNG, decoded by libspng (``pyspng``), or
-    None when Pillow should take it (any other file, or anything unusual about it).
+def _gray_png(data: bytes) -> np.ndarray | None:
+    """The pixels (uint8, ``(h, w)``) of a plain 8-bit grayscale PNG, decoded by libspng
+    (``pyspng``), or None when Pillow should take it (any other file, or anything unusual
+    about it).
 
     Pillow spends 30-60 us per small PNG, mostly in Python (opening, chunk parsing, EXIF
     lookup), against ~6 us for libspng: about half the decoding cost of an MNIST-style
-    folder. Only what reads identically either way takes this path: grayscale, 8 bits,
-    not interlaced, no transparency (``tRNS``: alpha ink) and no EXIF (``eXIf``:
-    orientation), at most ``SMALL_BATCH_PIXELS`` pixels, checked in the header before
-    anything is decoded. Decoding errors go back to Pillow, whose message the user sees.
+    folder; on a 280x280 scan libspng inflates in half Pillow's time. Only what reads
+    identically either way takes this path: grayscale, 8 bits, not interlaced, at most
+    ``GRAY_PNG_MAX_PIXELS``, and no chunk outside ``_PLAIN_CHUNKS`` (so no transparency
+    and no EXIF orientation), all checked before anything is decoded. Decoding errors go
+    back to Pillow, whose message the user sees.
     """
     if _spng is None or not data.startswith(_PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
         return None
     w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     depth, color, interlace = data[24], data[25], data[28]
-    if not (color == 0 and depth == 8 and interlace == 0 and 0 < w <= 64 and 0 < h <= 64
-            and w * h <= SMALL_BATCH_PIXELS):
+    if not (color == 0 and depth == 8 and interlace == 0 and 0 < w and 0 < h
+            and w * h <= GRAY_PNG_MAX_PIXELS):
         return None
     pos = 8
     while pos + 8 <= len(data):   # chunk types only (a handful per file)
         length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
-        if kind in (b"tRNS", b"eXIf"):
+        if kind not in _PLAIN_CHUNKS:
             return None
         if kind == b"IEND":
             break
@@ -265,7 +275,7 @@ def _small_gray_png(data: bytes) -> np.ndarray | None:
         return None
     if arr.dtype != np.uint8 or arr.shape != (h, w):
         return None
-    return arr.astype(np.float32) / 255.0
+    return arr
 
 
 class _Done:
@@ -319,13 +329,15 @@ def decode_chunk(paths: Sequence[str], options: PreprocessOptions) -> tuple[np.n
 _WORKER_MODELS: dict[str, Any] = {}
 
 
-def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_path: str, source: str
-                        ) -> tuple:
+def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_path: str, source: str,
+                        keep_images: bool = True) -> tuple:
     """:func:`decode_chunk`, then the ONNX Runtime model on the chunk, in the worker:
     ``(images, errors, probs, uncertain)``. Each worker loads the model once (one thread)
     and keeps it; the parent then only collects results, so decoding and inference use
-    every core instead of inference waiting on one. When the model cannot run here, or
-    nothing decoded, it returns ``(images, errors)`` and the parent's model answers."""
+    every core instead of inference waiting on one. Without ``keep_images`` the 28x28
+    inputs stay here (``images`` is empty: 3 KB per file less to pickle and pipe). When
+    the model cannot run here, or nothing decoded, it returns ``(images, errors)`` and
+    the parent's model answers."""
     images, errors = decode_chunk(paths, options)
     if not len(images):
         return images, errors
@@ -338,7 +350,7 @@ def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_p
         probs, unc, _ = model.probabilities(images)
     except Exception:  # e.g. the cached copy was deleted mid-run: the parent's model answers
         return images, errors
-    return images, errors, probs, unc
+    return (images if keep_images else images[:0]), errors, probs, unc
 
 
 def _worker_init() -> None:
@@ -541,7 +553,7 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
     if workers and decode_fn is decode_chunk and getattr(predictor, "onnx_path", None) is not None:
         # ONNX Runtime runs in the decoding workers (see decode_and_classify).
         decode_fn = functools.partial(decode_and_classify, onnx_path=str(predictor.onnx_path),
-                                      source=str(predictor.path))
+                                      source=str(predictor.path), keep_images=keep_images)
     options = predictor.options
     labels = list(predictor.labels)
 
@@ -559,7 +571,7 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
     def build(paths: list[str], images: np.ndarray, errors: list[str | None], *answers) -> list[FileResult]:
         results = [FileResult(p, labels, error=err, true_label=label_of(p))
                    for p, err in zip(paths, errors)]
-        if len(images):
+        if answers or len(images):
             probs, unc = answers if answers else infer(images)
             good = (r for r in results if r.error is None)
             for j, r in enumerate(good):
@@ -644,11 +656,15 @@ def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
             parts.append((np.empty((0, SIZE, SIZE), np.float32), ["the decoder crashed on this file"]))
     errors = [e for part in parts for e in part[1]]
     images = np.concatenate([part[0] for part in parts])
-    with_images = [part for part in parts if len(part[0])]
-    if with_images and all(len(part) > 2 for part in with_images):
-        # Classified in the workers: their answers, in order (crashed files have no image).
-        return (images, errors, np.concatenate([part[2] for part in with_images]),
-                np.concatenate([part[3] for part in with_images]))
+    decoded = [part for part in parts if None in part[1]]   # files that gave an image
+    if decoded and all(len(part) > 2 for part in decoded):
+        # Classified in the workers: their answers, in order (crashed files have none).
+        return (images, errors, np.concatenate([part[2] for part in decoded]),
+                np.concatenate([part[3] for part in decoded]))
+    if len(images) < sum(part[1].count(None) for part in decoded):
+        # Some parts kept their images in the worker, others need the parent's model.
+        decoded_again = decode_chunk([p for p, e in zip(paths, errors) if e is None], options)
+        return (decoded_again[0], errors)
     return images, errors   # the parent's model answers
 
 

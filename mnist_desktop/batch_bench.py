@@ -15,7 +15,11 @@ it generates N files once under ``--dir`` (kept for later runs), then measures:
   one torch forward (one torch thread), on the first ``--baseline-files`` files in the
   same run; the ratio engine / baseline is printed.
 
-Both also print CPU time per image (all processes), and the rate that CPU time would
+* **model alone**: each backend's model on batches of MNIST-like inputs, one thread (what
+  each worker runs): its microseconds per image set a ceiling, ``cores / time``, that no
+  decoding speed can lift (the default model's fp32 forward is ~14.6 MFLOP per image).
+
+Both engine and baseline also print CPU time per image (all processes), and the rate that CPU time would
 give if the cores were not shared with other work - the wall-clock figures depend on the
 machine's load, which is printed first.
 
@@ -237,6 +241,27 @@ def engine_in_child(folder: Path, model_path, backend: str, workers: int | None,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def model_alone_us(model_path, backend: str, batch: int, seconds: float = 2.0) -> float:
+    """Microseconds per image of the model alone, as the engine runs it (batches of
+    ``batch``, one thread: what each decoding worker gives it): the ceiling the model
+    puts on the engine, whatever decoding costs, is ``cores / this``."""
+    from mnist_desktop.core.batch import _Inference
+
+    predictor, precision = load_backend(model_path, backend)
+    infer = _Inference(predictor, 1, precision)
+    images = np.zeros((batch, 28, 28), np.float32)
+    images[:, 6:22, 12:16] = 1.0   # a stroke: a digit's work, no shortcut for empty input
+    try:
+        infer(images)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            infer(images)
+            n += 1
+        return 1e6 * (time.perf_counter() - t0) / (n * batch)
+    finally:
+        infer.close()
+
+
 def run_baseline(folder: Path, predictor, n: int) -> dict:
     """The plain loop: one file at a time, Image.open -> preprocess -> one forward."""
     from PIL import Image
@@ -304,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.get_num_threads()} threads); model {predictor.meta.arch}; "
           f"workers {args.workers if args.workers is not None else default_workers()}, chunk {batch}")
     cores = default_workers()
+    for backend in [s.strip() for s in args.backends.split(",") if s.strip()]:
+        us = model_alone_us(model_path, backend, batch)
+        print(f"model alone, {backend}: {us:.0f} us/image on one core (batches of {batch}) -> the engine "
+              f"cannot pass {cores * 1e6 / us:,.0f} img/s on {cores} cores, whatever decoding costs", flush=True)
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         folder = generate_pngs(args.dir, args.files, size, args.mnist)
         warm_page_cache(folder)

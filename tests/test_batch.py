@@ -133,6 +133,16 @@ def worker_pids() -> list[int]:
     return [p for p in _descendants(me) if p != me and ppid(p) not in (me, None)]
 
 
+def test_bench_times_the_model_alone(default_model):
+    """The batch benchmark's model-only figure (the engine's ceiling) runs for ONNX Runtime
+    and torch and gives a per-image time in a sane range for a 73k-parameter CNN."""
+    from mnist_desktop.batch_bench import model_alone_us
+
+    for backend in ("onnx", "torch"):
+        us = model_alone_us(default_model, backend, batch=8, seconds=0.05)
+        assert 1.0 < us < 50_000, (backend, us)
+
+
 # --------------------------------------------------------------------------- engine
 
 def test_mixed_folder_every_input_classified_or_reported(mixed, predictor):

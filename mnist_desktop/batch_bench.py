@@ -15,13 +15,15 @@ it generates N files once under ``--dir`` (kept for later runs), then measures:
   one torch forward (one torch thread), on the first ``--baseline-files`` files in the
   same run; the ratio engine / baseline is printed.
 
-* **model alone**: each backend's model on batches of MNIST-like inputs, one thread (what
-  each worker runs): its microseconds per image set a ceiling, ``cores / time``, that no
-  decoding speed can lift (the default model's fp32 forward is ~14.6 MFLOP per image).
+* **ceilings**: each backend's model alone on batches of MNIST-like inputs, one thread
+  (what each worker runs), and PNG decoding alone (bytes to pixels, as the workers do).
+  ``cores / model time`` is a ceiling no decoding speed can lift (the default model's fp32
+  forward is ~14.6 MFLOP per image); ``cores / (decode + model time)`` one that no
+  preprocessing speed-up can lift.
 
-Both engine and baseline also print CPU time per image (all processes), and the rate that CPU time would
-give if the cores were not shared with other work - the wall-clock figures depend on the
-machine's load, which is printed first.
+Engine and baseline also print CPU time per image (all processes), and the rate that CPU
+time would give if the cores were not shared with other work - the wall-clock figures
+depend on the machine's load, which is printed first.
 
 Goals on the 2-core development machine: >= 15,000 images/s for 28x28 PNGs, >= 4,000
 images/s for 280x280 PNGs, <= 500 MB peak RSS for 200,000 files.
@@ -262,6 +264,30 @@ def model_alone_us(model_path, backend: str, batch: int, seconds: float = 2.0) -
         infer.close()
 
 
+def decode_alone_us(folder: Path, n: int = 500) -> float:
+    """Microseconds per file to decode ``n`` of the folder's PNGs from memory into pixels,
+    the way the engine's workers do (libspng where it serves, else Pillow), before any
+    preprocessing: with the model's time it bounds what any preprocessing speed-up can reach."""
+    import io
+
+    from PIL import Image
+
+    from mnist_desktop.core.batch import _gray_png, collect_files
+
+    datas = []
+    for p in collect_files([folder])[:n]:
+        with open(p, "rb") as f:
+            datas.append(f.read())
+    if not datas:
+        return 0.0
+    t0 = time.perf_counter()
+    for data in datas:
+        if _gray_png(data) is None:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+    return 1e6 * (time.perf_counter() - t0) / len(datas)
+
+
 def run_baseline(folder: Path, predictor, n: int) -> dict:
     """The plain loop: one file at a time, Image.open -> preprocess -> one forward."""
     from PIL import Image
@@ -329,13 +355,18 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.get_num_threads()} threads); model {predictor.meta.arch}; "
           f"workers {args.workers if args.workers is not None else default_workers()}, chunk {batch}")
     cores = default_workers()
+    model_us: dict[str, float] = {}
     for backend in [s.strip() for s in args.backends.split(",") if s.strip()]:
-        us = model_alone_us(model_path, backend, batch)
+        us = model_us[backend] = model_alone_us(model_path, backend, batch)
         print(f"model alone, {backend}: {us:.0f} us/image on one core (batches of {batch}) -> the engine "
               f"cannot pass {cores * 1e6 / us:,.0f} img/s on {cores} cores, whatever decoding costs", flush=True)
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         folder = generate_pngs(args.dir, args.files, size, args.mnist)
         warm_page_cache(folder)
+        dec = decode_alone_us(folder)
+        print(f"{size}x{size} PNG, decoding alone: {dec:.0f} us/image on one core; with the model "
+              + ", ".join(f"({b}) the engine cannot pass {cores * 1e6 / (dec + us):,.0f} img/s"
+                          for b, us in model_us.items()) + ", however fast preprocessing gets", flush=True)
         backends = [s.strip() for s in args.backends.split(",") if s.strip()]
         rates: dict[str, list[float]] = {p: [] for p in backends}
         cpu_rates: dict[str, list[float]] = {p: [] for p in backends}

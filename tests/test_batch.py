@@ -143,6 +143,17 @@ def test_bench_times_the_model_alone(default_model):
         assert 1.0 < us < 50_000, (backend, us)
 
 
+def test_bench_times_decoding_alone(tmp_path, mnist_test):
+    """Decoding-only figure: small gray PNGs (libspng or Pillow) and an RGB one (Pillow)."""
+    from mnist_desktop.batch_bench import decode_alone_us
+
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(mnist_test.images[i]))
+    Image.fromarray(np.stack([mnist_test.images[0]] * 3, -1)).save(tmp_path / "rgb.png")
+    assert 0.1 < decode_alone_us(tmp_path) < 50_000
+    assert decode_alone_us(tmp_path / "empty-or-missing") == 0.0
+
+
 # --------------------------------------------------------------------------- engine
 
 def test_mixed_folder_every_input_classified_or_reported(mixed, predictor):

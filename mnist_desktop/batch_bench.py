@@ -270,9 +270,8 @@ def decode_alone_us(folder: Path, n: int = 500) -> float:
     preprocessing: with the model's time it bounds what any preprocessing speed-up can reach."""
     import io
 
-    from PIL import Image
-
     from mnist_desktop.core.batch import _gray_png, collect_files
+    from mnist_desktop.core.preprocess import load_image
 
     datas = []
     for p in collect_files([folder])[:n]:
@@ -283,8 +282,7 @@ def decode_alone_us(folder: Path, n: int = 500) -> float:
     t0 = time.perf_counter()
     for data in datas:
         if _gray_png(data) is None:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
+            load_image(io.BytesIO(data))
     return 1e6 * (time.perf_counter() - t0) / len(datas)
 
 

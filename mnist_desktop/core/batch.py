@@ -49,8 +49,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mnist_desktop.core.preprocess import (SIZE, SMALL_BATCH_PIXELS, EmptyInputError, ImageReadError,
-                                           PreprocessOptions, image_to_gray, load_image, preprocess,
+from mnist_desktop.core.preprocess import (SIZE, EmptyInputError, ImageReadError, PreprocessOptions,
+                                           fits_small_batch, image_to_gray, load_image, preprocess,
                                            preprocess_small_batch)
 
 
@@ -213,12 +213,12 @@ def _small_gray(path: str, options: PreprocessOptions) -> tuple[Any, str | None]
             else:
                 gray = _gray_png(data)
                 if gray is not None:
-                    if gray.size <= SMALL_BATCH_PIXELS and max(gray.shape) <= 64:
+                    if fits_small_batch(*gray.shape):
                         return gray.astype(np.float32) / 255.0
                     return _Done(preprocess(gray, options))   # as Pillow's mode-L image
                 source = io.BytesIO(data)
         img = load_image(source)
-        if img.width * img.height <= SMALL_BATCH_PIXELS and max(img.size) <= 64 and img.width and img.height:
+        if fits_small_batch(img.height, img.width):
             gray, alpha_ink = image_to_gray(img)
             if not alpha_ink:
                 return gray

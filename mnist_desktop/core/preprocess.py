@@ -615,6 +615,13 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
 SMALL_BATCH_PIXELS = LARGE_PIXELS   # clean_ink's exact-statistics limit; larger images go one by one
 
 
+def fits_small_batch(h: int, w: int) -> bool:
+    """Whether an ``h`` x ``w`` image may go through :func:`preprocess_small_batch`: not
+    empty, at most ``SMALL_BATCH_PIXELS`` pixels and 64 on a side (``gray_to_ink``'s
+    small-image branch, the exact statistics of ``clean_ink``)."""
+    return 0 < h and 0 < w and h * w <= SMALL_BATCH_PIXELS and max(h, w) <= 64
+
+
 def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = None
                            ) -> list[np.ndarray | EmptyInputError]:
     """:func:`preprocess` for a stack ``(N, H, W)`` of small gray images (float32 in [0,
@@ -631,8 +638,8 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
     opts = opts or PreprocessOptions()
     grays = np.asarray(grays, dtype=np.float32)
     n, h, w = grays.shape
-    if h * w > SMALL_BATCH_PIXELS or max(h, w) > 64:
-        raise ValueError(f"preprocess_small_batch takes images up to {SMALL_BATCH_PIXELS} pixels")
+    if not fits_small_batch(h, w):
+        raise ValueError(f"preprocess_small_batch takes non-empty images up to {SMALL_BATCH_PIXELS} pixels, 64 on a side")
     if n == 0:
         return []
     # gray_to_ink, small-image branch

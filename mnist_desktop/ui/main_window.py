@@ -572,7 +572,7 @@ class MainWindow(QMainWindow):
         self.chart.set_labels(info.labels)
         device = info.device.upper()
         if info.backend == "onnxruntime":
-            device += " · ONNX Runtime"
+            device += " · ONNX\u00a0Runtime"   # no break inside the name when the label wraps
         self.model_status.setText(f"{info.name} · {device}")
         self.model_info.setText(f"{info.name} ({info.arch}) · {len(info.labels)} classes · {device}")
         self.model_info.setToolTip(info.path)

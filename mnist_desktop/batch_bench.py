@@ -3,8 +3,9 @@
     python -m mnist_desktop.batch_bench                       # 20,000 files of each size
     python -m mnist_desktop.batch_bench --files 200000 --sizes 28 --baseline-files 0
 
-For each image size (28x28 and 280x280 PNGs made from the MNIST train-5k images, repeated)
-it generates N files once under ``--dir`` (kept for later runs), then measures:
+For each image size (28x28 and 280x280 PNGs made from the MNIST train-5k images, repeated;
+``photo``: 12-megapixel JPEGs of those digits on unevenly lit paper) it generates the files
+once under ``--dir`` (kept for later runs), then measures:
 
 * **engine**: images/s end to end - listing, decoding, preprocessing and inference, with
   every result kept in a :class:`~mnist_desktop.core.batch.ResultStore` as the CLI and
@@ -71,6 +72,43 @@ def generate_pngs(folder: Path, n: int, size: int, mnist_dir: Path) -> Path:
         img.save(d / f"{j:07d}.png", compress_level=6)
         if j % 20000 == 19999:
             print(f"  generated {j + 1:,} / {n:,} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    marker.write_text("ok\n")
+    return out
+
+
+PHOTO_SIZE = (4000, 3000)
+
+
+def generate_photos(folder: Path, n: int, mnist_dir: Path) -> Path:
+    """Write ``n`` 12-megapixel JPEG "phone photos" into ``folder/<label>/`` once: an MNIST
+    digit (dark ink, 15-50% of the short side, anywhere) on unevenly lit, noisy paper."""
+    from PIL import Image
+
+    from mnist_desktop.core.data import load_idx_folder
+
+    out = folder / f"photo{PHOTO_SIZE[0]}_{n}"
+    marker = out / ".complete"
+    if marker.exists():
+        return out
+    split = load_idx_folder(mnist_dir, "train-5k")
+    rng = np.random.default_rng(0)
+    w, h = PHOTO_SIZE
+    xx = np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    yy = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    for lab in set(split.labels.tolist()):
+        (out / str(lab)).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for j in range(n):
+        i = int(rng.integers(len(split.images)))
+        shade = float(rng.uniform(0, 50))
+        paper = 220 - shade * xx - 0.5 * shade * yy + rng.integers(-6, 7, (h, w)).astype(np.float32)
+        canvas = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
+        side = int(min(w, h) * rng.uniform(0.15, 0.5))
+        ink = Image.fromarray(split.images[i]).resize((side, side), Image.BICUBIC)
+        canvas.paste(int(rng.integers(20, 80)), (int(rng.integers(0, w - side)), int(rng.integers(0, h - side))), ink)
+        canvas.convert("RGB").save(out / str(split.labels[i]) / f"{j:05d}.jpg", quality=90)
+        if j % 50 == 49:
+            print(f"  generated {j + 1:,} / {n:,} photos ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     marker.write_text("ok\n")
     return out
 
@@ -265,9 +303,10 @@ def model_alone_us(model_path, backend: str, batch: int, seconds: float = 2.0) -
 
 
 def decode_alone_us(folder: Path, n: int = 500) -> float:
-    """Microseconds per file to decode ``n`` of the folder's PNGs from memory into pixels,
-    the way the engine's workers do (libspng where it serves, else Pillow), before any
-    preprocessing: with the model's time it bounds what any preprocessing speed-up can reach."""
+    """Microseconds per file to decode ``n`` of the folder's images from memory into pixels,
+    the way the engine's workers do (libspng where it serves, else Pillow, JPEGs at reduced
+    scale), before any preprocessing: with the model's time it bounds what any
+    preprocessing speed-up can reach."""
     import io
 
     from mnist_desktop.core.batch import _gray_png, collect_files
@@ -309,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mnist_desktop.batch_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=20000, help="files per image size (default 20,000)")
-    p.add_argument("--sizes", default="28,280", help="comma-separated PNG sizes (default 28,280)")
+    p.add_argument("--sizes", default="28,280,photo",
+                   help="comma-separated PNG sizes, and 'photo' for 12-megapixel JPEG photos (default 28,280,photo)")
+    p.add_argument("--photo-files", type=int, default=200, help="files for 'photo' (default 200)")
     p.add_argument("--baseline-files", type=int, default=2000,
                    help="files for the one-at-a-time baseline (0: skip; default 2,000)")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where PNGs are generated (default {DEFAULT_DIR})")
@@ -358,11 +399,16 @@ def main(argv: list[str] | None = None) -> int:
         us = model_us[backend] = model_alone_us(model_path, backend, batch)
         print(f"model alone, {backend}: {us:.0f} us/image on one core (batches of {batch}) -> the engine "
               f"cannot pass {cores * 1e6 / us:,.0f} img/s on {cores} cores, whatever decoding costs", flush=True)
-    for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
-        folder = generate_pngs(args.dir, args.files, size, args.mnist)
+    for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+        if size == "photo":
+            folder = generate_photos(args.dir, args.photo_files, args.mnist)
+            kind = f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG photo"
+        else:
+            folder = generate_pngs(args.dir, args.files, int(size), args.mnist)
+            kind = f"{size}x{size} PNG"
         warm_page_cache(folder)
         dec = decode_alone_us(folder)
-        print(f"{size}x{size} PNG, decoding alone: {dec:.0f} us/image on one core; with the model "
+        print(f"{kind}, decoding alone: {dec:.0f} us/image on one core; with the model "
               + ", ".join(f"({b}) the engine cannot pass {cores * 1e6 / (dec + us):,.0f} img/s"
                           for b, us in model_us.items()) + ", however fast preprocessing gets", flush=True)
         backends = [s.strip() for s in args.backends.split(",") if s.strip()]
@@ -371,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios: dict[str, list[float]] = {p: [] for p in backends}
         for rnd in range(1, args.repeat + 1):
             for backend in backends:
-                tag = f"{size}x{size} PNG, {backend}" + (f", round {rnd}" if args.repeat > 1 else "")
+                tag = f"{kind}, {backend}" + (f", round {rnd}" if args.repeat > 1 else "")
                 eng = engine_in_child(folder, model_path, backend, args.workers, batch)
                 rates[backend].append(eng["rate"])
                 cpu_rates[backend].append(eng["n"] * cores / eng["cpu_s"])
@@ -391,12 +437,12 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(saved)
                 for backend in backends:
                     ratios[backend].append(rates[backend][-1] / base["rate"])
-                print(f"{size}x{size} PNG, baseline one-at-a-time PIL+torch loop (fp32) on {base['n']:,} files: "
+                print(f"{kind}, baseline one-at-a-time PIL+torch loop (fp32) on {base['n']:,} files: "
                       f"{base['rate']:,.0f} img/s, CPU {1e6 * base['cpu_s'] / base['n']:.0f} us/image -> engine / "
                       "baseline = " + ", ".join(f"{ratios[p][-1]:.1f}x ({p})" for p in backends), flush=True)
         if args.repeat > 1:
             for backend in backends:
-                print(f"{size}x{size} PNG, {backend}, summary over {args.repeat} rounds: engine median "
+                print(f"{kind}, {backend}, summary over {args.repeat} rounds: engine median "
                       f"{np.median(rates[backend]):,.0f} img/s (best {max(rates[backend]):,.0f}); CPU-bound estimate "
                       f"median {np.median(cpu_rates[backend]):,.0f} img/s"
                       + (f"; engine / baseline median {np.median(ratios[backend]):.1f}x" if ratios[backend] else ""),

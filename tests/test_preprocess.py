@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from mnist_desktop.core.preprocess import (Drawing, EmptyInputError, ImageReadError, PreprocessOptions,
-                                           Stroke, load_image, preprocess)
+from mnist_desktop.core.preprocess import (WORK_SIDE, Drawing, EmptyInputError, ImageReadError, PreprocessOptions,
+                                           Stroke, load_image, preprocess, working_copy)
 
 SEVEN = [[(60, 60), (200, 60), (180, 110), (150, 170), (120, 230)], [(110, 140), (190, 140)]]
 
@@ -105,10 +105,13 @@ def _digit_image(mnist_test, i=0, scale=8, pad=40) -> tuple[Image.Image, int]:
 MODES = ["L", "RGB", "RGBA", "LA", "P", "I;16", "I", "F", "CMYK", "1", "YCbCr", "RGBA-transparent", "LA-white-ink"]
 
 
+@pytest.mark.parametrize("scale", [8, 40])
 @pytest.mark.parametrize("mode", MODES)
-def test_every_image_mode(mnist_test, mode):
-    base, _ = _digit_image(mnist_test, 3)
-    ref = preprocess(base)
+def test_every_image_mode(mnist_test, mode, scale):
+    """Every mode reads as the same digit; at scale 40 (1,200 pixels a side) also after
+    the reduction to the working size, which must keep alpha ink and the 16-bit range."""
+    base, _ = _digit_image(mnist_test, 3, scale=scale, pad=5 * scale)
+    ref = preprocess(_digit_image(mnist_test, 3)[0])
     if mode == "RGBA-transparent":
         # black ink on a fully transparent background (as drawing apps export)
         alpha = Image.eval(base, lambda v: 255 - v)
@@ -132,6 +135,47 @@ def test_every_image_mode(mnist_test, mode):
     out = preprocess(loaded)
     threshold = 0.9 if mode in ("1", "YCbCr") else 0.97
     assert _corr(out, ref) > threshold, mode
+    work = working_copy(loaded)
+    if max(loaded.size) <= WORK_SIDE:
+        assert work is loaded
+    else:
+        assert max(work.size) <= WORK_SIDE < 2 * max(work.size)
+        assert work.mode == {"1": "L", "P": "RGB"}.get(loaded.mode, loaded.mode)
+        if mode == "I;16":
+            assert np.asarray(work).max() > 60000   # still the 16-bit range, not clipped to 8 bits
+
+
+def test_large_arrays_are_reduced_like_images(mnist_test):
+    big = np.asarray(_digit_image(mnist_test, 5, scale=50, pad=100)[0])   # 1,600 pixels a side
+    assert np.asarray(working_copy(big)).shape == (800, 800)
+    assert working_copy(big.astype(np.float32) / 255).dtype == np.float32
+    assert _corr(preprocess(big), preprocess(big.astype(np.float32) / 255)) > 0.999
+    small = big[:900, :900]
+    assert working_copy(small) is small
+
+
+def test_large_jpeg_decodes_at_reduced_scale_with_the_same_answer(mnist_test, default_model, tmp_path):
+    """A 12-megapixel photo is decoded at 1/2 scale (DCT scaling, EXIF orientation still
+    applied) and classified as at full size, in a fraction of the time."""
+    from mnist_desktop.core.predictor import Predictor
+
+    pred = Predictor.from_file(default_model, "cpu")
+    for i in range(4):
+        digit, label = _digit_image(mnist_test, i, scale=40, pad=0)
+        photo = Image.new("L", (4000, 3000), 225)
+        photo.paste(digit, (900 + 300 * i, 700 + 200 * i))
+        path = tmp_path / f"photo{i}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = 6 if i % 2 else 1   # 6: stored sideways, shown turned 90 degrees clockwise
+        stored = photo.transpose(Image.Transpose.ROTATE_90) if i % 2 else photo
+        stored.convert("RGB").save(path, quality=90, exif=exif.tobytes())
+        loaded = load_image(path)
+        assert loaded.size == (2000, 1500) and loaded.mode == "RGB"
+        with Image.open(path) as full:
+            full = ImageOps.exif_transpose(full)   # decoded at full size
+        a, b = preprocess(loaded), preprocess(full)
+        assert _corr(a, b) > 0.98
+        assert pred.predict(loaded).label == pred.predict(full).label == str(label)
 
 
 def test_photo_of_ink_on_uneven_paper(mnist_test):

@@ -250,10 +250,33 @@ def test_cancel_mid_run_keeps_results_and_stops_workers(tmp_path, mnist_test, pr
             t_cancel = time.perf_counter()
     stop = time.perf_counter()
     got = [r for c in seen for r in c]
-    assert [r.path for r in got] == files[:40] and all(r.ok for r in got)
+    assert len(seen) == 2 and 0 < len(got) <= 40 and all(r.ok for r in got)
+    assert [r.path for r in got] == files[:len(got)]   # the results so far, in order
     assert stop - t_cancel < 2.0, "cancel must not wait for the queued chunks"
     assert stop - t0 < 20
     assert worker_pids() == []   # the decoding processes are gone
+
+
+def slow_decoder(paths, options):
+    """Decoder for the chunk-size test: 40 ms per file, like a photo."""
+    from mnist_desktop.core.batch import decode_chunk
+    time.sleep(0.04 * len(paths))
+    return decode_chunk(paths, options)
+
+
+def test_slow_files_go_in_smaller_chunks_fast_ones_fill_batches(tmp_path, mnist_test, predictor):
+    """Chunks last ~CHUNK_SECONDS of a worker: slow files (photos) come back a few at a
+    time, so progress moves and the last chunk does not keep one core busy alone, while
+    fast files still fill whole inference batches."""
+    from mnist_desktop.core.batch import CHUNK_SECONDS, FIRST_CHUNK
+
+    files = collect_files([linked_pngs(tmp_path, mnist_test.images[0], 28, 1200)])
+    slow = list(classify_chunks(files[:150], predictor, workers=2, batch_size=64, decode_fn=slow_decoder))
+    sizes = [len(c) for c in slow]
+    assert [r.path for c in slow for r in c] == files[:150] and all(r.ok for c in slow for r in c)
+    assert sizes[0] == FIRST_CHUNK and max(sizes[6:]) <= 2 * CHUNK_SECONDS / 0.04, sizes
+    fast = [len(c) for c in classify_chunks(files, predictor, workers=2, batch_size=64)]
+    assert sum(fast) == len(files) and fast[0] == FIRST_CHUNK and 64 in fast[5:], fast
 
 
 def crash_on_marked_files(paths, options):

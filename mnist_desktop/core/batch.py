@@ -4,7 +4,8 @@ Pipeline
 --------
 1. **Listing** - :func:`collect_files` turns files and folders into a compact list of
    ``str`` paths (deterministic order, symlink loops and unreadable folders reported).
-2. **Decoding** - files are cut into chunks of ``batch_size``; each chunk is decoded and
+2. **Decoding** - files are cut into chunks of up to ``batch_size`` (fewer when files are
+   slow to decode, so that a chunk takes ~``CHUNK_SECONDS``); each chunk is decoded and
    preprocessed by :func:`decode_chunk` in a pool of worker processes. The worker side
    imports numpy and Pillow only (never torch), returns one stacked float32
    ``(n, 28, 28)`` array per chunk (cheap to pickle) and a reason for every file it could
@@ -516,6 +517,36 @@ class _Inference:
 
 # --------------------------------------------------------------------------- the engine
 
+# A chunk should keep a worker busy about this long: files that decode slowly (photos,
+# large scans) go in smaller chunks, so progress and cancel stay responsive and the last
+# chunks of a run do not leave cores idle; fast files fill whole batches.
+CHUNK_SECONDS = 0.25
+FIRST_CHUNK = 16   # before any chunk has been timed
+
+
+class _ChunkSizer:
+    """Files per chunk: ``batch_size`` for fast files, fewer for slow ones, from the
+    workers' own time per file (a running average)."""
+
+    def __init__(self, batch_size: int):
+        self.max = batch_size
+        self.size = min(batch_size, FIRST_CHUNK)
+        self.per_file: float | None = None
+
+    def observe(self, n: int, seconds: float) -> None:
+        per = seconds / max(1, n)
+        self.per_file = per if self.per_file is None else 0.5 * (self.per_file + per)
+        self.size = max(1, min(self.max, int(CHUNK_SECONDS / max(self.per_file, 1e-9))))
+
+
+def _timed(fn, paths: Sequence[str], options: PreprocessOptions) -> tuple[float, Any]:
+    """``(seconds, fn(paths, options))``, run in a worker: its own time for the chunk,
+    without the time the chunk waited in the queue."""
+    t0 = time.perf_counter()
+    out = fn(paths, options)
+    return time.perf_counter() - t0, out
+
+
 def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
     while True:
         chunk = list(itertools.islice(it, size))
@@ -597,14 +628,14 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
 def _classify_in_pool(it, options, build, workers, batch_size, max_in_flight, cancelled, decode_fn):
     pool = _DecodePool(workers)
     pending: collections.deque[tuple[list[str], Future]] = collections.deque()
-    source = _chunks(it, batch_size)
+    sizer = _ChunkSizer(batch_size)
 
     def fill() -> None:
         while len(pending) < max_in_flight:
-            paths = next(source, None)
-            if paths is None:
+            paths = list(itertools.islice(it, sizer.size))
+            if not paths:
                 return
-            pending.append((paths, pool.submit(decode_fn, paths, options)))
+            pending.append((paths, pool.submit(_timed, decode_fn, paths, options)))
 
     try:
         fill()
@@ -620,7 +651,8 @@ def _classify_in_pool(it, options, build, workers, batch_size, max_in_flight, ca
                 return
             pending.popleft()
             try:
-                decoded = fut.result()
+                seconds, decoded = fut.result()
+                sizer.observe(len(paths), seconds)
             except BrokenProcessPool:
                 # A worker died (a decoder crash or the OOM killer). Every queued chunk is
                 # lost with it: rebuild the pool, find the culprit file by decoding this
@@ -630,7 +662,7 @@ def _classify_in_pool(it, options, build, workers, batch_size, max_in_flight, ca
                 requeue = [p for p, _ in pending]
                 pending.clear()
                 for p in requeue:
-                    pending.append((p, pool.submit(decode_fn, p, options)))
+                    pending.append((p, pool.submit(_timed, decode_fn, p, options)))
             except Exception as e:  # e.g. a result that cannot be pickled: lose this chunk only
                 reason = f"cannot decode ({type(e).__name__}: {str(e)[:120]})"
                 decoded = (np.empty((0, SIZE, SIZE), np.float32), [reason] * len(paths))
@@ -691,7 +723,8 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
         A :class:`~mnist_desktop.core.predictor.Predictor` (anything with ``options``,
         ``labels`` and ``probabilities(images)``).
     batch_size
-        Files per decoding chunk and per inference batch.
+        Files per decoding chunk and per inference batch, at most: with workers, files
+        that decode slowly (photos, scans) go in smaller chunks (``CHUNK_SECONDS``).
     workers
         Decoding worker processes (None: one per core; 0: decode in this process).
     keep_images

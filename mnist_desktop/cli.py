@@ -144,7 +144,7 @@ def cmd_classify(args) -> int:
 
     from mnist_desktop.core.batch import (FileResult, ResultStore, classify_with_progress, collect_files,
                                           csv_header, csv_row, display_path, inference_precision,
-                                          write_results)
+                                          prestart_workers, write_results)
     from mnist_desktop.core.metrics import format_confusion
 
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
@@ -153,6 +153,7 @@ def cmd_classify(args) -> int:
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         _err("--batch-size must be >= 1 and --workers >= 0")
         return EXIT_USAGE
+    prestart_workers(args.workers)   # boots while the model loads and the files are listed
     # fp32 and int8 on a CPU run through ONNX Runtime (fp32: the same answers, faster);
     # bf16 is a torch path.
     bf16 = args.precision == "bf16"

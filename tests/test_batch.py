@@ -391,7 +391,7 @@ def test_worker_answers_without_images_and_mixed_isolation(tmp_path, mnist_test,
 def report_heavy_modules(paths, options):
     """Decoder for the test below: says which heavy modules its worker process holds."""
     import sys
-    heavy = sorted(m for m in ("torch", "PySide6", "mnist_desktop.core.predictor") if m in sys.modules)
+    heavy = sorted(m for m in ("torch", "torchvision", "PySide6") if m in sys.modules)
     return np.empty((0, 28, 28), np.float32), [",".join(heavy) or "clean"] * len(paths)
 
 

@@ -131,8 +131,9 @@ def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: 
 
     def task(should_cancel):
         from mnist_desktop.core.batch import (DEFAULT_BATCH_SIZE, FileResult, classify_with_progress,
-                                              collect_files)
+                                              collect_files, prestart_workers)
 
+        prestart_workers(workers)   # boots while the model loads and the files are listed
         predictor = model
         if predictor is None or isinstance(predictor, (str, bytes, os.PathLike)):
             from mnist_desktop.core.onnx_predictor import batch_predictor

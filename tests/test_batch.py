@@ -189,13 +189,14 @@ def test_unreadable_file_is_reported(tmp_path, mnist_test, predictor, monkeypatc
             # root reads mode-000 files, so simulate the refusal the OS gives everyone else
             import builtins
 
-            real_open = builtins.open
-
-            def refusing_open(fp, *a, **k):
-                if str(fp) == str(p):
-                    raise PermissionError(13, "Permission denied", str(p))
-                return real_open(fp, *a, **k)
-            monkeypatch.setattr(builtins, "open", refusing_open)
+            def refusing(real):
+                def opener(fp, *a, **k):
+                    if os.fsdecode(fp) == str(p):
+                        raise PermissionError(13, "Permission denied", str(p))
+                    return real(fp, *a, **k)
+                return opener
+            monkeypatch.setattr(builtins, "open", refusing(builtins.open))
+            monkeypatch.setattr(os, "open", refusing(os.open))
         (r,) = classify_files([p], predictor, workers=0)
         assert not r.ok and r.error == "permission denied"
     finally:
@@ -593,3 +594,23 @@ def test_cli_json_output_and_bad_options(mixed, default_model, tmp_path, capsys)
     data = json.loads(out.read_text(encoding="utf-8"))
     assert len(data["results"]) == 2 and all(r["error"] is None for r in data["results"])
     assert main(["classify", str(root), "--model", str(default_model), "--workers", "-1"]) == 2
+
+
+def test_small_files_are_read_in_one_call_that_never_blocks(tmp_path, mnist_test):
+    """The one-call read of small files gives up (and lets Pillow read and report) when
+    the file changed size since it was stat'ed, and never waits on a FIFO that replaced it."""
+    from mnist_desktop.core.batch import _read_small
+
+    p = tmp_path / "a.png"
+    data = png_bytes(mnist_test.images[0])
+    p.write_bytes(data)
+    assert _read_small(str(p), len(data)) == data
+    assert _read_small(str(p), len(data) - 1) is None      # grew since stat
+    assert _read_small(str(p), len(data) + 1) is None      # shrank since stat
+    assert _read_small(str(tmp_path / "gone.png"), 10) is None
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "fifo.png"
+        os.mkfifo(fifo)
+        t0 = time.perf_counter()
+        assert _read_small(str(fifo), 10) is None
+        assert time.perf_counter() - t0 < 1.0

@@ -10,8 +10,9 @@ Pipeline
    * *Strokes* are rendered at a normalized stroke width: the width is a fraction
      (``stroke_width``) of the drawing's size (the larger side of the stroke bounding
      box), optionally modulated by pen pressure, so a small and a large digit look alike.
-   * *Images* (any Pillow mode; EXIF orientation applied): an alpha channel with
-     transparency is taken as the ink; otherwise luminance. Polarity is detected from the
+   * *Images* (any Pillow mode; EXIF orientation applied; larger than ``WORK_SIDE`` on
+     a side: box-averaged to at most that first, see :func:`working_copy`): an alpha
+     channel with transparency is taken as the ink; otherwise luminance. Polarity is detected from the
      border (its median is the background), so dark-on-light and light-on-dark both work.
      Larger images (photos) get their uneven background (paper, shadows) estimated as a
      robust quadratic surface and subtracted.

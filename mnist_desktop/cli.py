@@ -191,10 +191,15 @@ def cmd_classify(args) -> int:
     take([FileResult(path, labels, error=reason) for path, reason in listing_errors])
     interrupted = False
     prog = None
+    def note(text: str) -> None:
+        if show_progress:
+            print("\r\033[K", end="", file=sys.stderr)   # not into the progress line
+        _err(text)
+
     try:
         for prog in classify_with_progress(files, predictor, batch_size=args.batch_size,
                                            workers=args.workers, folder_labels=labels,
-                                           precision=engine_precision):
+                                           precision=engine_precision, on_note=note):
             take(prog.results)
             if show_progress:
                 print(f"\r\033[K{prog.describe()}", end="", file=sys.stderr, flush=True)

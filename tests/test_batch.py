@@ -345,11 +345,15 @@ def test_onnx_runtime_classifies_in_the_workers(tmp_path, mnist_test, predictor,
                                          str(onnx.onnx_path), str(default_model))
     assert len(images) == 0 and errors[0]
     out = decode_and_classify(files[:3], onnx.options, str(tmp_path / "gone.onnx"), str(default_model))
-    assert len(out) == 2 and len(out[0]) == 3 and out[1] == [None] * 3
+    assert len(out) == 4 and len(out[0]) == 3 and out[1] == [None] * 3 and out[2] is None and out[3]
     gone = functools.partial(decode_and_classify, onnx_path=str(tmp_path / "gone.onnx"), source=str(default_model))
-    results = [r for c in classify_chunks(files, onnx, workers=2, batch_size=4, decode_fn=gone) for r in c]
+    notes: list[str] = []
+    results = [r for c in classify_chunks(files, onnx, workers=2, batch_size=4, decode_fn=gone,
+                                          on_note=notes.append) for r in c]
     for a, b in zip(results, in_parent):
         assert a.ok == b.ok and (not a.ok or np.abs(a.probs - b.probs).max() < 1e-5)
+    # the user is told once, with the reason, that the slower path answered
+    assert len(notes) == 1 and "worker processes" in notes[0] and "same answers, slower" in notes[0], notes
 
 
 def crash_or_classify_lean(paths, options, onnx_path, source):

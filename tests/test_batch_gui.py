@@ -260,3 +260,27 @@ def test_closing_during_a_run_joins_the_worker(qtbot, make_window, tmp_path, mni
     assert not runner._thread.isRunning()
     from test_batch import worker_pids
     assert worker_pids() == []
+
+
+def test_run_says_when_the_workers_cannot_run_the_model(qtbot, tmp_path, mnist_test, default_model):
+    """The ONNX copy disappears after this process loaded it: the workers cannot load it,
+    this process's model answers (every file classified) and the status bar says why."""
+    import shutil
+
+    from mnist_desktop.core.onnx_predictor import OnnxPredictor, onnx_for
+    from mnist_desktop.ui.batch import BatchWindow
+
+    copy = tmp_path / "model.onnx"
+    shutil.copy(onnx_for(default_model), copy)
+    onnx = OnnxPredictor(copy, source=default_model)
+    copy.unlink()
+    folder = linked_pngs(tmp_path, mnist_test.images[0], 28, 30)
+    w = BatchWindow(onnx, "cpu")
+    qtbot.addWidget(w)
+    w.show()
+    messages: list[str] = []
+    w.statusBar().messageChanged.connect(messages.append)
+    assert run(qtbot, w, [folder]) is False
+    assert len(w.store) == 30 and w.store.failed == 0
+    assert {w.store.prediction(i) for i in range(30)} == {str(mnist_test.labels[0])}
+    assert any("worker processes" in m and "slower" in m for m in messages), messages

@@ -353,8 +353,8 @@ def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_p
     and keeps it; the parent then only collects results, so decoding and inference use
     every core instead of inference waiting on one. Without ``keep_images`` the 28x28
     inputs stay here (``images`` is empty: 3 KB per file less to pickle and pipe). When
-    the model cannot run here, or nothing decoded, it returns ``(images, errors)`` and
-    the parent's model answers."""
+    nothing decoded it returns ``(images, errors)``; when the model cannot run here,
+    ``(images, errors, None, reason)``: the parent's model answers (and says so)."""
     images, errors = decode_chunk(paths, options)
     if not len(images):
         return images, errors
@@ -365,8 +365,8 @@ def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_p
 
             model = _WORKER_MODELS[onnx_path] = OnnxPredictor(onnx_path, 1, source=source)
         probs, unc, _ = model.probabilities(images)
-    except Exception:  # e.g. the cached copy was deleted mid-run: the parent's model answers
-        return images, errors
+    except Exception as e:  # e.g. the cached copy was deleted mid-run: the parent's model answers
+        return images, errors, None, f"{type(e).__name__}: {str(e).strip()[:160]}"
     return (images if keep_images else images[:0]), errors, probs, unc
 
 
@@ -596,6 +596,7 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
                     precision: str = "fp32",
                     decode_fn: Callable[[Sequence[str], PreprocessOptions],
                                         tuple[np.ndarray, list[str | None]]] = decode_chunk,
+                    on_note: Callable[[str], None] | None = None,
                     ) -> Iterator[list[FileResult]]:
     """Classify files chunk by chunk; yields one list of :class:`FileResult` per chunk,
     in input order. See :func:`classify_files` for the parameters.
@@ -630,11 +631,24 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
             return name if name in known else None
         return None
 
-    def build(paths: list[str], images: np.ndarray, errors: list[str | None], *answers) -> list[FileResult]:
+    noted: set[str] = set()
+
+    def note(text: str) -> None:
+        if text not in noted:
+            noted.add(text)
+            if on_note is not None:
+                on_note(text)
+
+    def build(paths: list[str], images: np.ndarray, errors: list[str | None],
+              probs: np.ndarray | None = None, unc: Any = None) -> list[FileResult]:
         results = [FileResult(p, labels, error=err, true_label=label_of(p))
                    for p, err in zip(paths, errors)]
-        if answers or len(images):
-            probs, unc = answers if answers else infer(images)
+        if probs is None and isinstance(unc, str):
+            note("ONNX Runtime could not run the model in the worker processes "
+                 f"({unc}); this process runs it instead: same answers, slower")
+        if probs is not None or len(images):
+            if probs is None:
+                probs, unc = infer(images)
             good = (r for r in results if r.error is None)
             for j, r in enumerate(good):
                 r.probs = probs[j]
@@ -720,7 +734,7 @@ def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
     errors = [e for part in parts for e in part[1]]
     images = np.concatenate([part[0] for part in parts])
     decoded = [part for part in parts if None in part[1]]   # files that gave an image
-    if decoded and all(len(part) > 2 for part in decoded):
+    if decoded and all(len(part) > 2 and part[2] is not None for part in decoded):
         # Classified in the workers: their answers, in order (crashed files have none).
         return (images, errors, np.concatenate([part[2] for part in decoded]),
                 np.concatenate([part[3] for part in decoded]))
@@ -742,7 +756,8 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
                    folder_labels: Sequence[str] | None = None,
                    should_cancel: Callable[[], bool] | None = None,
                    max_in_flight: int | None = None,
-                   inference_threads: int | None = None, precision: str = "fp32") -> Iterator[FileResult]:
+                   inference_threads: int | None = None, precision: str = "fp32",
+                   on_note: Callable[[str], None] | None = None) -> Iterator[FileResult]:
     """Classify image files; yields one :class:`FileResult` per file, in input order.
 
     Parameters
@@ -775,6 +790,10 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
     precision
         ``fp32`` (default, exactly the single-image answers) or ``bf16`` (CPU with native
         bfloat16: about 1.5x as fast, probabilities within a few hundredths).
+    on_note
+        Called (at most once per distinct message) with a one-line note about how the
+        run goes that changes no answer, e.g. that the worker processes could not run
+        ONNX Runtime and this process runs the model instead (slower).
 
     Yields
     ------
@@ -786,7 +805,7 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
                                  keep_images=keep_images, true_label=true_label,
                                  folder_labels=folder_labels, should_cancel=should_cancel,
                                  max_in_flight=max_in_flight, inference_threads=inference_threads,
-                                 precision=precision):
+                                 precision=precision, on_note=on_note):
         yield from chunk
 
 

@@ -492,6 +492,8 @@ class BatchWindow(QMainWindow):
             self.progress.setRange(0, max(1, self._total))
             self.progress.setValue(0)
             self.status.setText(f"{self._total:,} files")
+        elif ev.kind == ClassifyEvent.NOTE:
+            self.statusBar().showMessage(ev.payload, 20000)
         elif ev.kind == ClassifyEvent.RESULTS:
             prog, results = ev.payload
             rows = self.store.extend(results)

@@ -111,6 +111,7 @@ class ClassifyEvent:
     MODEL = "model"        # payload: the Predictor
     LISTED = "listed"      # payload: (total files, [(path, reason), ...] listing errors)
     RESULTS = "results"    # payload: (BatchProgress, [FileResult, ...] since the last event)
+    NOTE = "note"          # payload: a one-line note about the run that changes no answer
 
     def __init__(self, kind: str, payload: Any):
         self.kind = kind
@@ -150,10 +151,13 @@ def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: 
         pending = [FileResult(p, labels, error=reason) for p, reason in errors]
         last = time.monotonic()
         prog = None
+        notes: list[str] = []
         for prog in classify_with_progress(files, predictor, workers=workers,
                                            batch_size=batch_size or DEFAULT_BATCH_SIZE,
                                            folder_labels=labels,
-                                           should_cancel=should_cancel):
+                                           should_cancel=should_cancel, on_note=notes.append):
+            while notes:
+                yield ClassifyEvent(ClassifyEvent.NOTE, notes.pop(0))
             pending.extend(prog.results)
             now = time.monotonic()
             if now - last >= interval:

@@ -400,7 +400,17 @@ def _noise_floor(peak: float, med: float, mad: float, large: bool, min_contrast:
     return floor
 
 
-def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float) -> np.ndarray | None:
+def _median_u8(values: np.ndarray) -> float:
+    """``np.median`` of uint8 values, exactly, from their histogram (no sort)."""
+    cum = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    n = int(cum[-1])
+    lo = int(np.searchsorted(cum, (n - 1) // 2, side="right"))   # the middle order statistics
+    hi = int(np.searchsorted(cum, n // 2, side="right"))
+    return (lo + hi) / 2
+
+
+def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float,
+                    pixels: np.ndarray | None = None) -> np.ndarray | None:
     """``clean_ink(gray_to_ink(gray))`` of a large 8-bit gray image (mode ``L``), computed
     through 256-entry lookup tables: on an evenly lit image (a scan, a screenshot) every
     step is a function of the pixel's 8-bit value alone, so the statistics come from one
@@ -414,9 +424,9 @@ def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float) -
     crop and the coarse background, averaged from the 8-bit values, round differently in
     the last bit; tested).
     """
-    g = np.asarray(img)
+    g = np.asarray(img) if pixels is None else pixels   # ``pixels``: img's own array, no copy
     h, w = g.shape
-    dark = float(np.median(_border_pixels(g))) / 255.0 > 0.5
+    dark = _median_u8(_border_pixels(g)) / 255.0 > 0.5
     small = np.asarray(img.convert("F").resize(_coarse_size(h, w), Image.BOX), dtype=np.float64) / 255.0
     level = _background_surface(1.0 - small if dark else small, h, w)
     if np.ndim(level) != 0:
@@ -433,12 +443,20 @@ def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float) -
     floor = _noise_floor(peak, med, mad, True, min_contrast, noise_floor)
     if not (floor <= 0 and peak >= 0.999):
         lut = np.clip((lut - floor) / (peak - floor), 0.0, 1.0)
-    # Only the ink's bounding box matters to _finish (zeros around it change nothing);
-    # Pillow finds it in C, so the table lookup and the fit run on the digit alone.
-    box = img.point((lut > 0).astype(np.uint8).tolist()).getbbox()
-    if box is None:
+    # Only the ink's bounding box matters to _finish (zeros around it change nothing), so
+    # the table lookup and the fit run on the digit alone. Every step of the table (and
+    # its float rounding) is monotonic in the gray value, so the ink is one threshold
+    # away: g >= t for light ink, g <= t for dark ink on light paper.
+    inked = np.flatnonzero(lut > 0)
+    if not len(inked):
         raise EmptyInputError()
-    x0, y0, x1, y1 = box
+    mask = (g <= inked[-1]) if dark else (g >= inked[0])
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        raise EmptyInputError()
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(axis=0))
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
     return np.take(lut, g[y0:y1, x0:x1])
 
 
@@ -639,7 +657,8 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
             raise EmptyInputError("nothing to classify (empty image)")
         source = working_copy(source)
         fast = _gray_8bit(source)
-        ink = None if fast is None else _clean_ink_8bit(fast, opts.min_contrast, opts.noise_floor)
+        pixels = source if isinstance(source, np.ndarray) and source.dtype == np.uint8 else None
+        ink = None if fast is None else _clean_ink_8bit(fast, opts.min_contrast, opts.noise_floor, pixels)
         if ink is not None:
             return _finish(ink, opts)
         if isinstance(source, Image.Image):

@@ -197,7 +197,7 @@ MAX_IMAGE_PIXELS = 64_000_000
 # Images whose longer side exceeds this are box-averaged by an integer factor before
 # preprocessing (:func:`working_copy`): the digit ends up 20 pixels tall, so a 12-megapixel
 # photo carries nothing at full size that a ~1000-pixel copy does not, and costs several
-# times more to clean and fit (a phone photo: ~350 ms -> ~25 ms, same answers). JPEGs are
+# times more to clean and fit (12 MP photos: 300-400 ms -> 25-55 ms, same answers). JPEGs are
 # decoded at a reduced scale to begin with (``draft``).
 WORK_SIDE = 1024
 

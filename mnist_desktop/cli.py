@@ -31,7 +31,8 @@ sorted by name, folder by folder). Unreadable inputs (corrupt, truncated, empty,
 image, too large, symlink loops, permission denied) get an error row and are skipped.
 File names that are not valid UTF-8 are written with \\xNN escapes. When inputs sit in
 sub-folders named after class labels, accuracy and a confusion matrix are printed to
-stderr. Decoding runs in --workers processes, --batch-size files per chunk.
+stderr. Decoding runs in --workers processes, up to --batch-size files per chunk (fewer
+when files are slow to decode, such as photos, so that progress keeps moving).
 """
 
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     c.add_argument("--output", "-o", help="write results to FILE.csv or FILE.json (default: CSV to stdout)")
     c.add_argument("--top-k", type=int, default=3, metavar="K", help="top-K labels in JSON output (default 3)")
-    c.add_argument("--batch-size", type=int, default=128, help="files per decoding chunk and inference batch (default 128)")
+    c.add_argument("--batch-size", type=int, default=128, help="files per decoding chunk and inference batch, at most (default 128)")
     c.add_argument("--workers", type=int, default=None,
                    help="decoding worker processes (default: one per CPU core; 0 = in-process)")
     c.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32",

@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photo-files", type=int, default=200, help="files for 'photo' (default 200)")
     p.add_argument("--baseline-files", type=int, default=2000,
                    help="files for the one-at-a-time baseline (0: skip; default 2,000)")
-    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where PNGs are generated (default {DEFAULT_DIR})")
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where the test images are generated (default {DEFAULT_DIR})")
     p.add_argument("--mnist", type=Path, default=SHARED_MNIST, help="folder with train-5k IDX files")
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
@@ -402,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.get_num_threads()} threads); model {predictor.meta.arch}; "
           f"workers {args.workers if args.workers is not None else default_workers()}, chunk {batch}")
     cores = default_workers()
+    backends = [s.strip() for s in args.backends.split(",") if s.strip()]
     model_us: dict[str, float] = {}
-    for backend in [s.strip() for s in args.backends.split(",") if s.strip()]:
+    for backend in backends:
         us = model_us[backend] = model_alone_us(model_path, backend, batch)
         print(f"model alone, {backend}: {us:.0f} us/image on one core (batches of {batch}) -> the engine "
               f"cannot pass {cores * 1e6 / us:,.0f} img/s on {cores} cores, whatever decoding costs", flush=True)
@@ -419,7 +420,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}, decoding alone: {dec:.0f} us/image on one core; with the model "
               + ", ".join(f"({b}) the engine cannot pass {cores * 1e6 / (dec + us):,.0f} img/s"
                           for b, us in model_us.items()) + ", however fast preprocessing gets", flush=True)
-        backends = [s.strip() for s in args.backends.split(",") if s.strip()]
         rates: dict[str, list[float]] = {p: [] for p in backends}
         cpu_rates: dict[str, list[float]] = {p: [] for p in backends}
         ratios: dict[str, list[float]] = {p: [] for p in backends}

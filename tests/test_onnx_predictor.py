@@ -164,7 +164,6 @@ def test_canvas_never_waits_for_an_export(tmp_path, monkeypatch):
     assert isinstance(op.canvas_predictor(model, "cuda"), Predictor)   # a GPU request: torch
 
 
-
 def test_canvas_says_so_when_onnx_runtime_fails(default_model, monkeypatch):
     """A copy that exists but cannot run falls back to torch with a note, not silently."""
     def broken(*a, **k):

@@ -644,8 +644,9 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
         results = [FileResult(p, labels, error=err, true_label=label_of(p))
                    for p, err in zip(paths, errors)]
         if probs is None and isinstance(unc, str):
-            note("ONNX Runtime could not run the model in the worker processes "
-                 f"({unc}); this process runs it instead: same answers, slower")
+            # what it means first: a status bar cuts a long line at its end
+            note("The worker processes could not run ONNX Runtime; this process runs the "
+                 f"model instead: same answers, slower ({unc})")
         if probs is not None or len(images):
             if probs is None:
                 probs, unc = infer(images)

@@ -215,11 +215,12 @@ def _losses(events):
              for e in events if e.type == "epoch_end"])
 
 
-def test_resume_after_cancel_continues_exactly(mnist_dir, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_after_cancel_continues_exactly(mnist_dir, tmp_path, ema_decay):
     """Cancel in the middle of epoch 2, resume: the same step losses, epoch metrics and final
     weights as a run that was never interrupted (flagship: augmentation, dropout, batch
-    norm, OneCycle all draw on saved state)."""
-    cfg = quick("flagship", mnist_dir, tmp_path, limit=500, epochs=2, batch_size=64)
+    norm, OneCycle all draw on saved state; with ema_decay the weight average too)."""
+    cfg = quick("flagship", mnist_dir, tmp_path, limit=500, epochs=2, batch_size=64, ema_decay=ema_decay)
     full = run(cfg)
     assert full[-1].type == "finished"
 
@@ -241,6 +242,28 @@ def test_resume_after_cancel_continues_exactly(mnist_dir, tmp_path):
     wa = load_model(full[-1].last_model).model.state_dict()
     wb = load_model(second[-1].last_model).model.state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_weight_average_is_what_is_validated_and_saved(mnist_dir, tmp_path):
+    """``ema_decay`` does not change training (same seed, same steps); the files hold the
+    moving average (state.pt keeps both), and ``select_metric="last"`` makes the final
+    model the best one whatever validation says."""
+    cfg = quick("flagship", mnist_dir, tmp_path, limit=400, epochs=3, batch_size=64)
+    plain = run(cfg)
+    avg = run(cfg.replace(output=str(tmp_path / "ema"), ema_decay=0.7, select_metric="last"))
+    assert _losses(plain)[0] == _losses(avg)[0]  # identical training steps
+    raw = load_model(plain[-1].last_model).model.state_dict()
+    st = torch.load(Path(avg[-1].run_dir) / "state.pt", weights_only=True)
+    assert all(torch.equal(raw[k], st["model"][k]) for k in raw)
+    saved = load_model(avg[-1].last_model).model.state_dict()
+    ema = {k.removeprefix("module."): v for k, v in st["ema"].items() if k.startswith("module.")}
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)
+    assert not all(torch.equal(saved[k], raw[k]) for k in saved if saved[k].is_floating_point())
+    ends = [e for e in avg if e.type == "epoch_end"]
+    assert all(e.is_best for e in ends) and avg[-1].best_epoch == 3
+    assert load_model(avg[-1].best_model).model.state_dict().keys() == saved.keys()
+    with pytest.raises(ConfigError, match="ema_decay"):
+        cfg.replace(ema_decay=1.0).validate()
 
 
 def test_resume_after_a_kill_restarts_the_unfinished_epoch(mnist_dir, tmp_path):

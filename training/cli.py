@@ -65,7 +65,7 @@ _FIELDS = {
     "uncertainty_threshold": "uncertainty_threshold", "eval_batch_size": "eval_batch_size",
     "step_event_interval": "step_event_interval", "distill_weight": "distill_weight",
     "distill_temperature": "distill_temperature", "outlier_images": "outlier_images",
-    "outlier_weight": "outlier_weight",
+    "outlier_weight": "outlier_weight", "ema_decay": "ema_decay",
 }
 _AUGMENT = ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "elastic_p", "thickness",
             "european")
@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--scheduler-arg", action="append", metavar="KEY=VALUE", help="scheduler argument (repeatable)")
     m.add_argument("--label-smoothing", type=float, metavar="EPS")
     m.add_argument("--patience", type=int, metavar="N", help="early stopping after N epochs without a new best (0 = off)")
-    m.add_argument("--select-metric", choices=["val_accuracy", "val_loss"])
+    m.add_argument("--select-metric", choices=["val_accuracy", "val_loss", "last"],
+                   help="which epoch's model is best.safetensors: best validation accuracy (default), "
+                        "lowest validation loss, or simply the last one")
+    m.add_argument("--ema-decay", type=float, metavar="D",
+                   help="keep a moving average of the weights (decay D per step, e.g. 0.998); "
+                        "the average is what is validated and saved (0 = off)")
     m.add_argument("--teacher", action="append", metavar="MODEL",
                    help="distill from this model file (repeatable: the teachers' mean prediction)")
     m.add_argument("--distill-weight", type=float, metavar="W", help="weight of the distillation loss, 0..1")

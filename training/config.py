@@ -20,7 +20,7 @@ from typing import Any
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "onecycle", "plateau", "cosine", "step")
-SELECT_METRICS = ("val_accuracy", "val_loss")
+SELECT_METRICS = ("val_accuracy", "val_loss", "last")
 EXPORT_FORMATS = ("torchscript", "onnx")
 
 
@@ -106,7 +106,9 @@ class TrainConfig:
     val_fold: int = -1             # >= 0: validate on this fold of round(1 / val_fraction)
                                    # stratified folds (k-fold cross-validation); -1 = random split
     patience: int = 0              # early stopping after this many epochs without a new best; 0 = off
-    select_metric: str = "val_accuracy"
+    select_metric: str = "val_accuracy"   # "last": the final model, no selection on validation data
+    ema_decay: float = 0.0         # > 0: keep an exponential moving average of the weights and
+                                   # batch-norm statistics (per step); it is what is validated and saved
     uncertainty_threshold: float = 0.5
     eval_batch_size: int = 1000
     output: str = "runs"
@@ -200,6 +202,8 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+        if not _finite(self.ema_decay) or not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be >= 0 and < 1, 0 = off (got {self.ema_decay!r})")
         if self.select_metric not in SELECT_METRICS:
             raise ConfigError(f"select_metric must be one of {', '.join(SELECT_METRICS)}")
         bad = [f for f in self.export if f not in EXPORT_FORMATS]

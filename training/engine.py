@@ -404,6 +404,14 @@ class _Loop:
         self.gen_aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.step_fn = StepFunction(cfg, self.model, self.optimizer, self.scheduler, self.per_step, self.gen_aug,
                                     self.labels)
+        # Exponential moving average of the weights and batch-norm statistics (Polyak
+        # averaging): when on, it is the model that is validated and saved.
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                                     use_buffers=True)
         if outliers is not None and len(outliers):
             self.step_fn.outliers = torch.from_numpy(np.ascontiguousarray(outliers, np.float32)) \
                 .reshape(len(outliers), 1, *outliers.shape[-2:]).to(device)
@@ -433,6 +441,11 @@ class _Loop:
         if meta.get("fingerprint") != self.fingerprint or meta.get("n_train") != self.n_train:
             raise DataError(f"cannot resume: the training data differs from the data {self.dir.name} started with")
         self.model.load_state_dict(st["model"])
+        if self.ema is not None:
+            if st.get("ema") is None:
+                raise ConfigError(f"cannot resume: {self.dir.name} was saved without the weight average "
+                                  "(ema_decay) this config asks for")
+            self.ema.load_state_dict(st["ema"])
         self.optimizer.load_state_dict(st["optimizer"])
         if self.scheduler is not None and st["scheduler"]:
             self.scheduler.load_state_dict(st["scheduler"])
@@ -459,7 +472,13 @@ class _Loop:
         self.prog.elapsed_s = self.clock.elapsed()
         _save_state(self.dir, self.prog, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                     gen_shuffle=self.gen_shuffle, gen_aug=self.gen_aug, perm=self.perm, loss_sum=self.loss_sum,
-                    correct=self.correct, seen=self.seen, fingerprint=self.fingerprint, n_train=self.n_train)
+                    correct=self.correct, seen=self.seen, fingerprint=self.fingerprint, n_train=self.n_train,
+                    ema=self.ema)
+
+    @property
+    def saved_model(self):
+        """The network that is validated and written to the model files."""
+        return self.ema.module if self.ema is not None else self.model
 
     def started(self, resumed: bool, test_set, run_dir: Path) -> RunStarted:
         from mnist_desktop.core.models import count_parameters
@@ -492,6 +511,8 @@ class _Loop:
             t0 = time.monotonic()
             idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             loss, n_correct = self.step_fn(self.x_train[idx], self.y_train[idx])
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.loss_sum += loss
             self.correct += n_correct
             self.seen += len(idx)
@@ -552,7 +573,7 @@ class _Loop:
         prog.step_in_epoch = 0
         prog.epoch += 1
         if self.n_val:
-            logits = predict_logits(self.model, self.x_val, cfg.mean, cfg.std, cfg.eval_batch_size)
+            logits = predict_logits(self.saved_model, self.x_val, cfg.mean, cfg.std, cfg.eval_batch_size)
             record.update(_validation_metrics(logits, self.y_val))
         if self.scheduler is not None and not self.per_step:
             if cfg.scheduler == "plateau":
@@ -565,9 +586,9 @@ class _Loop:
         elif prog.epoch >= cfg.epochs:
             prog.stop_reason = "completed"
         meta = model_meta(cfg, self.labels, record, self.fingerprint, self.n_train, self.n_val)
-        save_model(self.last_path, self.model, meta)
+        save_model(self.last_path, self.saved_model, meta)
         if is_best:
-            save_model(self.best_path, self.model, meta)
+            save_model(self.best_path, self.saved_model, meta)
         record["time_s"] = round(clock.epoch_time(), 3)
         prog.history.append(record)
         self.save_state()
@@ -840,7 +861,7 @@ def _update_best(prog: _Progress, record: dict[str, Any], metric: str) -> bool:
     if acc is None:  # no validation data: the latest model is the best we know
         prog.best_epoch = record["epoch"]
         return True
-    if prog.best_epoch == 0:
+    if prog.best_epoch == 0 or metric == "last":
         better = True
     elif metric == "val_loss":
         better = loss < prog.best_val_loss
@@ -902,7 +923,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _save_state(run_dir: Path, prog: _Progress, *, model, optimizer, scheduler, gen_shuffle, gen_aug, perm,
-                loss_sum, correct, seen: int, fingerprint: str, n_train: int) -> None:
+                loss_sum, correct, seen: int, fingerprint: str, n_train: int, ema=None) -> None:
     import dataclasses
 
     import torch
@@ -914,6 +935,7 @@ def _save_state(run_dir: Path, prog: _Progress, *, model, optimizer, scheduler, 
         "format": STATE_FORMAT, "version": STATE_VERSION,
         "meta": json.dumps(meta),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()} if ema is not None else None,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
         "rng_cpu": torch.get_rng_state(),

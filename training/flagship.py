@@ -99,7 +99,7 @@ def train_digits(args) -> Path:
                         arch_args={"width": args.teacher_width})
         teachers.append(str(run / "best.safetensors"))
     distill = {"teachers": teachers, "distill_weight": args.distill_weight} if teachers else {}
-    student: dict[str, Any] = {"select_metric": args.student_select}
+    student: dict[str, Any] = {"select_metric": args.student_select, "ema_decay": args.student_ema}
     if args.student_epochs:
         student["epochs"] = args.student_epochs
     return train_run("student", args.student_run, args, seed=args.seed, name="flagship-student",
@@ -310,9 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student-epochs", type=int, default=150,
                     help="epochs of the student: distillation gains from a long schedule (default 150; "
                          "0 = --epochs, else the recipe's)")
-    ap.add_argument("--student-select", choices=["val_accuracy", "val_loss"], default="val_loss",
+    ap.add_argument("--student-select", choices=["val_accuracy", "val_loss", "last"], default="val_loss",
                     help="how the student's checkpoint is picked on the validation split (default "
-                         "val_loss: on 500 images accuracy moves in 0.2-point steps)")
+                         "val_loss: on 500 images accuracy moves in 0.2-point steps; last: no pick, the "
+                         "final model)")
+    ap.add_argument("--student-ema", type=float, default=0.0, metavar="DECAY",
+                    help="the student keeps a moving average of its weights, decay per step (0 = off); "
+                         "the average is what is validated and saved")
     ap.add_argument("--oe-images", type=int, default=6000,
                     help="generated non-digits (train seeds) for the student's outlier exposure (0 = none)")
     ap.add_argument("--oe-weight", type=float, default=0.5, help="weight of the outlier-exposure loss")

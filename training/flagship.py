@@ -136,6 +136,19 @@ def stage_calibrate(model_path: Path, args) -> dict[str, Any]:
     return json.loads(report_json.read_text())
 
 
+def _checkpoint_words(cfg: dict[str, Any]) -> str:
+    """How the shipped checkpoint was chosen, for the model card."""
+    ema = cfg.get("ema_decay") or 0
+    metric = cfg.get("select_metric", "val_accuracy")
+    avg = (f"the weights are a moving average (decay {ema:g} per step, weights and batch-norm statistics)"
+           if ema else "")
+    if metric == "last":
+        pick = "the checkpoint is the final model, not picked on the validation split"
+    else:
+        pick = f"checkpoint picked by {metric.replace('_', ' ')} on the validation split"
+    return (f"{avg}; {pick}." if avg else f"{pick}.")
+
+
 def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
     from mnist_desktop.core.checkpoint import read_meta
     from training.augment import FLAG_MIN_DEG
@@ -219,8 +232,7 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         f"recipe at width {teacher_width}, {teacher_epochs} epochs (seeds {cfg.get('seed')}.."
         f"{cfg.get('seed', 0) + max(len(cfg.get('teachers', [])) - 1, 0)}, same validation split), "
         f"distillation weight {cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')}; "
-        f"checkpoint picked by {str(cfg.get('select_metric', 'val_accuracy')).replace('_', ' ')} "
-        f"on the validation split.",
+        + _checkpoint_words(cfg),
         "- Thickness and European-stroke augmentation were chosen by 5-fold cross-validation on the",
         "  training subset (`python -m training.cv`, figures in `docs/MODELS.md`), not on the test set.",
         f"  The flags' angle ({FLAG_MIN_DEG:.0f}-60 degrees below level, was 25-60 in the cross-validation)",

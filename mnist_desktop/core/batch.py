@@ -739,6 +739,9 @@ def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
         # Classified in the workers: their answers, in order (crashed files have none).
         return (images, errors, np.concatenate([part[2] for part in decoded]),
                 np.concatenate([part[3] for part in decoded]))
+    # The parent's model answers; a worker's reason for not answering goes up as the note.
+    reasons = [part[3] for part in decoded if len(part) > 3 and part[2] is None]
+    why = (None, reasons[0]) if reasons else ()
     if len(images) < sum(part[1].count(None) for part in decoded):
         # Some parts kept their images in the worker, others need the parent's model.
         # Decode those files here (their errors follow, should one have changed meanwhile).
@@ -746,8 +749,7 @@ def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
         images, again = decode_chunk([paths[i] for i in idx], options)
         for i, e in zip(idx, again):
             errors[i] = e
-        return images, errors
-    return images, errors   # the parent's model answers
+    return (images, errors, *why)
 
 
 def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,

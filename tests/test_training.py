@@ -378,8 +378,20 @@ def test_cli_bad_data_exits_2_with_one_line(tmp_path):
     assert err[0].startswith("training: error:") and "x.png" in err[0] and "Traceback" not in proc.stderr
 
 
+def test_model_card_from_scratch_command_keeps_the_recipe_and_drops_local_runs():
+    """The card's from-scratch command trains the same recipe: every option that changes
+    the model stays, reused runs and local paths go, the shared data is named."""
+    from training.flagship import from_scratch
+
+    ran = ("python -m training.flagship --teachers 6 --teacher-runs /r/t1 /r/t2 --student-run=/r/s "
+           "--runs /r --threads 2 --student-select last --student-ema 0.998 --output /r/m.safetensors "
+           "--data /my/data")
+    assert from_scratch(ran) == ("python -m training.flagship --data ../shared/data/mnist --test-data "
+                                 "../shared/data/mnist --teachers 6 --student-select last --student-ema 0.998")
+
+
 def test_flagship_student_options_reach_the_student_only(monkeypatch, tmp_path):
-    """--student-epochs / --student-select configure the student run, not the teachers,
+    """--student-epochs / --student-select / --student-ema configure the student run, not the teachers,
     and combine with --epochs (the student's value wins)."""
     import argparse
 
@@ -395,10 +407,13 @@ def test_flagship_student_options_reach_the_student_only(monkeypatch, tmp_path):
 
     monkeypatch.setattr(training.engine, "train", fake_train)
     args = argparse.Namespace(teacher_runs=None, teachers=1, seed=0, teacher_width=32, distill_weight=0.7,
-                              student_run=None, oe_images=10, oe_weight=0.5, student_select="val_loss",
-                              student_epochs=150, epochs=7, data="x", runs=str(tmp_path), threads=1)
+                              student_run=None, oe_images=10, oe_weight=0.5, student_select="last",
+                              student_ema=0.998, student_epochs=150, epochs=7, data="x", runs=str(tmp_path),
+                              threads=1)
     flagship.train_digits(args)
     teacher, student = configs["flagship-teacher1"], configs["flagship-student"]
-    assert (teacher.epochs, teacher.select_metric, teacher.arch_args) == (7, "val_accuracy", {"width": 32})
-    assert (student.epochs, student.select_metric, student.outlier_images) == (150, "val_loss", 10)
+    assert (teacher.epochs, teacher.select_metric, teacher.arch_args, teacher.ema_decay) == \
+        (7, "val_accuracy", {"width": 32}, 0.0)
+    assert (student.epochs, student.select_metric, student.outlier_images, student.ema_decay) == \
+        (150, "last", 10, 0.998)
     assert student.teachers == [str(tmp_path / "flagship-teacher1" / "best.safetensors")]

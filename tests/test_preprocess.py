@@ -286,3 +286,25 @@ def test_bold_upscaled_digits_keep_their_shape(mnist_train5k):
             big = Image.fromarray(255 - mnist_train5k.images[i]).resize((28 * scale, 28 * scale), Image.BICUBIC)
             corrs.append(_corr(preprocess(big), ref))
     assert min(corrs) > 0.8 and np.median(corrs) > 0.93
+
+
+def test_flat_background_shortcut_matches_the_fit(mnist_test):
+    """On a perfectly flat background the surface fit is skipped; it must return exactly
+    what the fit returns, and the fit must still run when the background is not flat."""
+    from mnist_desktop.core import preprocess as pp
+
+    for i in range(40):
+        for w, h in ((280, 280), (300, 260), (197, 311)):
+            # the ink map as _clean_ink_8bit fits it (ink high), on a flat background
+            img = Image.fromarray(mnist_test.images[i]).resize((w, h), Image.BILINEAR)
+            small = np.asarray(img.convert("F").resize(pp._coarse_size(h, w), Image.BOX),
+                               dtype=np.float64) / 255.0
+            z = small.ravel()
+            fitted = pp._fitted_surface(small, h, w, z <= np.percentile(z, 60))
+            quick = pp._background_surface(small, h, w)
+            assert np.ndim(quick) == 0 and np.float32(quick) == np.float32(fitted)
+    # an unevenly lit page (a gradient) still gets its fitted surface
+    yy, xx = np.mgrid[0:32, 0:32]
+    shaded = 0.2 + 0.3 * xx / 31.0
+    surface = pp._background_surface(shaded, 280, 280)
+    assert np.ndim(surface) == 2 and surface.shape == (280, 280)

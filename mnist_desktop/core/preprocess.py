@@ -347,8 +347,9 @@ def _background_surface(small: np.ndarray, h: int, w: int) -> np.ndarray | np.fl
     a float32 constant when evenly lit, else the ``(h, w)`` surface."""
     z = small.ravel()
     keep = z <= np.percentile(z, 60)
-    level = z[keep].max()
-    if z[keep].min() == level and not np.any((z > level) & (z <= level + 2.5e-6)):
+    kept = z[keep]
+    level = kept.max()
+    if kept.min() == level and not np.any((z > level) & (z <= level + 2.5e-6)):
         # A perfectly flat background (a rendered or synthetic image): both fits of
         # _fitted_surface would return the constant ``level`` (the robust sigma collapses
         # to its 1e-6 floor, so the refit keeps the same pixels); skipping them saves

@@ -136,33 +136,23 @@ def stage_calibrate(model_path: Path, args) -> dict[str, Any]:
     return json.loads(report_json.read_text())
 
 
-# Options that only say where things are or reuse earlier runs: a from-scratch command drops them.
-_LOCAL_OPTIONS = {"--teacher-runs": "*", "--student-run": 1, "--runs": 1, "--output": 1, "--threads": 1,
-                  "--data": 1, "--test-data": 1}
+COMMAND = "python -m training.flagship"
+# Options that only say where things are or reuse earlier runs (each followed by its
+# values, none of which starts with "--"): a from-scratch command drops them.
+_LOCAL_OPTIONS = frozenset({"--teacher-runs", "--student-run", "--runs", "--output", "--threads",
+                            "--data", "--test-data"})
 
 
 def from_scratch(command: str) -> str:
     """The as-run ``command`` without reused runs and local paths: the same recipe, trained
     from nothing on the shared data."""
-    words = command.split()
-    keep, i = [], 0
-    while i < len(words):
-        w = words[i]
-        name = w.split("=", 1)[0]
-        if name in _LOCAL_OPTIONS:
-            i += 1
-            if "=" not in w:
-                if _LOCAL_OPTIONS[name] == "*":
-                    while i < len(words) and not words[i].startswith("--"):
-                        i += 1
-                else:
-                    i += 1
-            continue
-        keep.append(w)
-        i += 1
-    head = keep[:3] if keep[:3] == ["python", "-m", "training.flagship"] else ["python", "-m", "training.flagship"]
-    rest = keep[3:] if head == keep[:3] else keep
-    return " ".join(head + ["--data", "../shared/data/mnist", "--test-data", "../shared/data/mnist"] + rest)
+    keep, dropping = [], False
+    for word in command.removeprefix(COMMAND).split():
+        if word.startswith("--"):
+            dropping = word.split("=", 1)[0] in _LOCAL_OPTIONS
+        if not dropping:
+            keep.append(word)
+    return " ".join([COMMAND, "--data", "../shared/data/mnist", "--test-data", "../shared/data/mnist", *keep])
 
 
 def _hours(teachers: int) -> str:
@@ -340,7 +330,7 @@ def args_output_json(model_path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from mnist_desktop.core.paths import default_model_path
 
-    ap = argparse.ArgumentParser(prog="python -m training.flagship", description=__doc__,
+    ap = argparse.ArgumentParser(prog=COMMAND, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/mnist", help="training data (IDX folder, torchvision:mnist, ...)")
     ap.add_argument("--test-data", default="../shared/data/mnist",
@@ -380,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m training.flagship " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = COMMAND + " " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.time()
     run_dir = train_digits(args)
     report = stage_calibrate(name_model(run_dir), args)

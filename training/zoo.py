@@ -55,8 +55,9 @@ def single_image_latency_ms(model_path: str | Path, iterations: int = 500, backe
         for _ in range(50):
             pred.probabilities(x)
         medians = []
-        per_round = max(1, iterations // max(1, rounds))
-        for r in range(max(1, rounds)):
+        rounds = max(1, rounds)
+        per_round = max(1, iterations // rounds)
+        for r in range(rounds):
             if r:
                 time.sleep(0.2)
             ts = []

@@ -578,9 +578,10 @@ def _timed(fn, paths: Sequence[str], options: PreprocessOptions) -> tuple[float,
     return time.perf_counter() - t0, out
 
 
-def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
+def _chunks(it: Iterator[str], size: Callable[[], int]) -> Iterator[list[str]]:
+    """Lists of paths from ``it``, each as long as ``size()`` says when it is cut."""
     while True:
-        chunk = list(itertools.islice(it, size))
+        chunk = list(itertools.islice(it, size()))
         if not chunk:
             return
         yield chunk
@@ -660,7 +661,7 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
 
     try:
         if workers == 0:
-            for paths in _chunks(it, batch_size):
+            for paths in _chunks(it, lambda: batch_size):
                 if cancelled():
                     return
                 yield build(paths, *decode_fn(paths, options))
@@ -675,11 +676,12 @@ def _classify_in_pool(it, options, build, workers, batch_size, max_in_flight, ca
     pool = _DecodePool(workers)
     pending: collections.deque[tuple[list[str], Future]] = collections.deque()
     sizer = _ChunkSizer(batch_size)
+    source = _chunks(it, lambda: sizer.size)
 
     def fill() -> None:
         while len(pending) < max_in_flight:
-            paths = list(itertools.islice(it, sizer.size))
-            if not paths:
+            paths = next(source, None)
+            if paths is None:
                 return
             pending.append((paths, pool.submit(_timed, decode_fn, paths, options)))
 

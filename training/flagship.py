@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from mnist_desktop.core.checkpoint import read_meta
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -155,9 +157,9 @@ def from_scratch(command: str) -> str:
     return " ".join([COMMAND, "--data", "../shared/data/mnist", "--test-data", "../shared/data/mnist", *keep])
 
 
-def _hours(teachers: int) -> str:
-    """Rough wall time on this 2-core machine: ~9 min per teacher, ~40 min for the student."""
-    minutes = 9 * teachers + 40
+def _hours(teachers: int, students: int = 1) -> str:
+    """Rough wall time on this 2-core machine: ~9 min per teacher, ~40 min per student."""
+    minutes = 9 * teachers + 40 * students
     return f"{minutes / 60:.1f} hours" if minutes >= 90 else f"{minutes} minutes"
 
 
@@ -175,7 +177,6 @@ def _checkpoint_words(cfg: dict[str, Any]) -> str:
 
 
 def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
-    from mnist_desktop.core.checkpoint import read_meta
     from training.augment import FLAG_MIN_DEG
     from training.zoo import single_image_latency_ms
 
@@ -185,14 +186,7 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
     onnx_latency = single_image_latency_ms(model_path, iterations=1000, backend="onnx") \
         if model_path.with_suffix(".onnx").is_file() else None
     cfg = (meta.training or {}).get("config", {})
-    teacher_width = teacher_epochs = "?"
-    if cfg.get("teachers"):
-        try:
-            teacher_meta = read_meta(cfg["teachers"][0])
-            teacher_width = teacher_meta.arch_args.get("width", "?")
-            teacher_epochs = (teacher_meta.training or {}).get("config", {}).get("epochs", "?")
-        except Exception:  # the teacher runs may be gone; the card still gets written
-            pass
+    members = ((meta.training or {}).get("ensemble") or {}).get("members") or []
     cal = meta.metrics.get("calibration", {})
     nd = meta.metrics.get("not_a_digit", {})
     syn = meta.metrics.get("synthetic_digits", {})
@@ -238,35 +232,24 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         "",
         "## Exact command",
         "",
-        "As run (`--teacher-runs` reused teacher runs that the same command trains when omitted):",
-        "",
-        f"    {command}",
-        "",
-        f"From scratch on this data (about {_hours(len(cfg.get('teachers', [])))} on 2 CPU cores: the "
-        "teachers, then the student):",
-        "",
-        f"    {from_scratch(command)}",
-        "",
+        *(_ensemble_commands(command, members) if members else _flagship_commands(command, cfg)),
         "## Recipe",
         "",
         f"- Architecture: `{meta.arch}` {json.dumps(meta.arch_args)}; "
-        f"normalization mean {meta.normalization.mean}, std {meta.normalization.std}.",
-        f"- {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, {cfg.get('optimizer')} "
-        f"lr {cfg.get('learning_rate')} ({cfg.get('scheduler')}), weight decay {cfg.get('weight_decay')}, "
-        f"label smoothing {cfg.get('label_smoothing')}, augmentation {json.dumps(cfg.get('augment', {}))}, "
-        f"seed {cfg.get('seed')}; distilled from {len(cfg.get('teachers', []))} teacher runs of the same "
-        f"recipe at width {teacher_width}, {teacher_epochs} epochs (seeds {cfg.get('seed')}.."
-        f"{cfg.get('seed', 0) + max(len(cfg.get('teachers', [])) - 1, 0)}, same validation split), "
-        f"distillation weight {cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')}; "
-        + _checkpoint_words(cfg),
+        f"normalization mean {meta.normalization.mean}, std {meta.normalization.std}."
+        + (f" The {len(members)} members' logits are averaged, folded exactly into one network "
+           "(grouped convolutions: each member's channels only see its own), one forward pass." if members else ""),
+        *([f"- Member {i + 1} (`{m['file']}`, sha256 {m['sha256'][:12]}): " + _recipe_words(m["config"])
+           for i, m in enumerate(members)] if members else ["- " + _recipe_words(cfg)]),
         "- Thickness and European-stroke augmentation were chosen by 5-fold cross-validation on the",
         "  training subset (`python -m training.cv`, figures in `docs/MODELS.md`), not on the test set.",
         f"  The flags' angle ({FLAG_MIN_DEG:.0f}-60 degrees below level, was 25-60 in the cross-validation)",
         "  was narrowed after the previous model's test measurement showed 7s read as 1s: a",
         "  test-informed change, disclosed in `docs/cv/decision.md`.",
-        f"- Outlier exposure during the same training: {cfg.get('outlier_images')} generated non-digits "
+        f"- Outlier exposure during {'each member' + chr(39) + 's' if members else 'the same'} training: "
+        f"{cfg.get('outlier_images')} generated non-digits "
         f"(train seeds {cfg.get('seed')}), as many per step as digits, weight {cfg.get('outlier_weight')}; "
-        f"validation accuracy {100 * meta.metrics.get('val_accuracy', float('nan')):.2f}%.",
+        f"validation accuracy {100 * cal.get('validation', {}).get('accuracy', float('nan')):.2f}%.",
         f"- Calibration: temperature {meta.uncertainty.temperature:.4f}; rule `{meta.uncertainty.method}` "
         f"with threshold {meta.uncertainty.threshold:.6g} "
         f"({100 * cal.get('validation', {}).get('digits_flagged', float('nan')):.2f}% of validation digits and "
@@ -312,6 +295,53 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _flagship_commands(command: str, cfg: dict[str, Any]) -> list[str]:
+    return ["As run (`--teacher-runs` reused teacher runs that the same command trains when omitted):", "",
+            f"    {command}", "",
+            f"From scratch on this data (about {_hours(len(cfg.get('teachers', [])))} on 2 CPU cores: the "
+            "teachers, then the student):", "",
+            f"    {from_scratch(command)}", ""]
+
+
+def _ensemble_commands(command: str, members: list[dict[str, Any]]) -> list[str]:
+    lines = ["As run:", "", f"    {command}", "",
+             "From scratch on this data: train each member, then average them "
+             f"(about {_hours(sum(len(m['config'].get('teachers', [])) for m in members), len(members))} "
+             "on 2 CPU cores; members that share teachers can pass the first member's teacher runs "
+             "with `--teacher-runs` instead of training them again):", ""]
+    files = []
+    for i, m in enumerate(members):
+        files.append(f"runs/member{i + 1}.safetensors")
+        if m.get("command"):
+            lines.append(f"    {from_scratch(m['command'])} --output {files[-1]}")
+        else:
+            lines.append(f"    # member {i + 1}: its command was not recorded; its recipe is below")
+    lines += [f"    python -m training.ensemble {' '.join(files)} --output resources/models/default.safetensors", ""]
+    return lines
+
+
+def _recipe_words(cfg: dict[str, Any]) -> str:
+    """One training run's recipe in a sentence, for the model card."""
+    teacher_width = teacher_epochs = "?"
+    if cfg.get("teachers"):
+        try:
+            teacher_meta = read_meta(cfg["teachers"][0])
+            teacher_width = teacher_meta.arch_args.get("width", "?")
+            teacher_epochs = (teacher_meta.training or {}).get("config", {}).get("epochs", "?")
+        except Exception:  # the teacher runs may be gone; the card still gets written
+            pass
+    teachers = len(cfg.get("teachers", []))
+    return (f"`{cfg.get('arch')}` {json.dumps(cfg.get('arch_args', {}))}, "
+            f"{cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, {cfg.get('optimizer')} "
+            f"lr {cfg.get('learning_rate')} ({cfg.get('scheduler')}), weight decay {cfg.get('weight_decay')}, "
+            f"label smoothing {cfg.get('label_smoothing')}, augmentation {json.dumps(cfg.get('augment', {}))}, "
+            f"seed {cfg.get('seed')}; distilled from {teachers} teacher runs of the same "
+            f"recipe at width {teacher_width}, {teacher_epochs} epochs (seeds {cfg.get('seed')}.."
+            f"{cfg.get('seed', 0) + max(teachers - 1, 0)}, same validation split), "
+            f"distillation weight {cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')}; "
+            + _checkpoint_words(cfg))
 
 
 def _weakest_styles(synthetic: dict[str, Any], k: int = 4) -> list[tuple[str, float]]:

@@ -385,7 +385,7 @@ def write_calibrated(args, report: dict[str, Any]) -> None:
                        "held_out_from_training": nd["held_out_from_training"]["rate"]},
         "check": report["nondigit_check"],
         "mnist_test_flagged": test["flagged_uncertain"],
-        "command": "python python -m training.robustness " + " ".join(args.argv),
+        "command": "python -m training.robustness " + " ".join(args.argv),
     }
     dig = report["synthetic_digits"]
     metrics["synthetic_digits"] = {"n_drawings": args.n_digits, "seed": args.digit_seed,

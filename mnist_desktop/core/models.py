@@ -14,8 +14,10 @@ Architectures
 ``cnn3``         conv 32-64-128 (3x3, batch norm, max pool), dense 128, dropout 0.4
                  (reference recipe 4).
 ``conv3_gap``    3 conv + adaptive average pooling + 1 FC (reference recipe 5).
-``flagship``     our default: a compact residual CNN sized for <= 0.5 ms single-image
-                 CPU latency on one thread.
+``flagship``     a compact VGG-style CNN sized for <= 0.5 ms single-image CPU latency on
+                 one thread.
+``flagship_ensemble``  several ``flagship`` networks folded into one (grouped convolutions,
+                 logits averaged); built from trained members by :func:`fold_ensemble`.
 """
 
 from __future__ import annotations
@@ -211,6 +213,70 @@ class Flagship(nn.Module):
         x = self.features(x)
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.fc(self.dropout(pooled))
+
+
+@register("flagship_ensemble", "flagship networks averaged, folded into one grouped CNN", "our default model")
+class FlagshipEnsemble(nn.Module):
+    """``members`` flagship networks of one width in one network, their logits averaged.
+
+    Member ``k`` owns channels ``k*c .. (k+1)*c - 1`` of every layer (``c`` the member's own
+    channel count there); every convolution after the first is grouped by member, so no
+    member sees another's channels, and the linear layer holds each member's weights
+    divided by ``members``. The output equals the mean of the members' logits exactly (up to
+    float rounding; :func:`fold_ensemble`), in one forward pass: under ONNX Runtime two
+    width-16 members take 0.27 ms on one thread against 0.15 ms for one.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 16, members: int = 2, dropout: float = 0.1):
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"an ensemble needs at least one member (got {members})")
+        w, k = width, members
+
+        def conv(cin: int, cout: int, groups: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False, groups=groups), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+
+        self.members = k
+        self.features = nn.Sequential(
+            *conv(1, k * w, 1), *conv(k * w, k * w, k), nn.MaxPool2d(2),
+            *conv(k * w, 2 * k * w, k), *conv(2 * k * w, 2 * k * w, k), nn.MaxPool2d(2),
+            *conv(2 * k * w, 4 * k * w, k), *conv(4 * k * w, 4 * k * w, k),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(8 * k * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        return self.fc(self.dropout(pooled))
+
+
+def fold_ensemble(members: list[nn.Module]) -> FlagshipEnsemble:
+    """One :class:`FlagshipEnsemble` (eval mode) whose logits are the mean of ``members``'
+    logits. The members must be :class:`Flagship` networks of one width and class count."""
+    if not members or not all(type(m) is Flagship for m in members):
+        raise ValueError("fold_ensemble takes one or more flagship networks")
+    width = members[0].features[0].out_channels
+    num_classes = members[0].fc.out_features
+    if any(m.features[0].out_channels != width or m.fc.out_features != num_classes for m in members):
+        raise ValueError("the members differ in width or in number of classes")
+    k = len(members)
+    folded = FlagshipEnsemble(num_classes, width, k, members[0].dropout.p).eval()
+    with torch.no_grad():
+        for layer, parts in zip(folded.features, zip(*(m.features for m in members))):
+            for name, tensor in [*layer.named_parameters(recurse=False), *layer.named_buffers(recurse=False)]:
+                if name == "num_batches_tracked":
+                    continue
+                tensor.copy_(torch.cat([getattr(p, name) for p in parts], dim=0))
+        c = 4 * width     # channels of one member's last layer: fc reads [means of all, maxima of all]
+        weight = torch.zeros_like(folded.fc.weight)
+        for i, m in enumerate(members):
+            weight[:, i * c:(i + 1) * c] = m.fc.weight[:, :c] / k
+            weight[:, (k + i) * c:(k + i + 1) * c] = m.fc.weight[:, c:] / k
+        folded.fc.weight.copy_(weight)
+        folded.fc.bias.copy_(torch.stack([m.fc.bias for m in members]).mean(0))
+    return folded
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:

@@ -1,0 +1,129 @@
+"""Averaging flagship models into one network (models.fold_ensemble, training.ensemble)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_desktop.core.checkpoint import ModelMeta, load_model, save_model
+from mnist_desktop.core.models import Flagship, build_model, fold_ensemble, fuse_for_inference
+from training.config import TrainConfig
+from training.ensemble import EnsembleError, fold_files, main
+
+
+def _trained_like(seed: int, width: int = 4) -> Flagship:
+    """A flagship network with random weights and random batch-norm statistics (fresh ones
+    are 0/1 everywhere, which would hide a member's statistics landing in the wrong place)."""
+    torch.manual_seed(seed)
+    model = Flagship(width=width)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_folded_network_is_the_mean_of_its_members():
+    members = [_trained_like(s) for s in range(3)]
+    folded = fold_ensemble(members)
+    x = torch.randn(16, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.stack([m(x) for m in members]).mean(0)
+        got = folded(x)
+        fused = fuse_for_inference(fold_ensemble(members))(x)
+    assert folded.features[3].groups == 3          # members never see each other's channels
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused, expected, atol=1e-4, rtol=1e-4)
+    # Not a trivial average: the members disagree, and the folded net follows all of them.
+    assert (members[0](x) - members[1](x)).abs().max() > 0.1
+
+
+def test_fold_refuses_what_it_cannot_average():
+    with pytest.raises(ValueError):
+        fold_ensemble([])
+    with pytest.raises(ValueError):
+        fold_ensemble([_trained_like(0, width=4), _trained_like(1, width=8)])
+    with pytest.raises(ValueError):
+        fold_ensemble([_trained_like(0), build_model("mlp")])
+
+
+def _member(path, seed: int, **config) -> str:
+    cfg = TrainConfig(arch="flagship", arch_args={"width": 4}, data="../shared/data/mnist", seed=seed,
+                      val_seed=0, **config).to_dict()
+    meta = ModelMeta(arch="flagship", arch_args={"width": 4}, name=f"member{seed}",
+                     training={"config": cfg}, metrics={"test_accuracy": 0.99})
+    save_model(path, _trained_like(seed), meta)
+    return str(path)
+
+
+def test_fold_files_keeps_the_members_and_their_split(tmp_path):
+    paths = [_member(tmp_path / f"m{i}.safetensors", seed=i) for i in range(2)]
+    model, meta = fold_files(paths)
+    out = save_model(tmp_path / "ens.safetensors", model, meta)
+    loaded = load_model(out)
+    assert loaded.meta.arch == "flagship_ensemble"
+    assert loaded.meta.arch_args == {"width": 4, "members": 2}
+    assert loaded.meta.training["config"]["val_seed"] == 0      # calibration reads the split here
+    recorded = loaded.meta.training["ensemble"]["members"]
+    assert [m["file"] for m in recorded] == ["m0.safetensors", "m1.safetensors"]
+    assert all(len(m["sha256"]) == 64 for m in recorded)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.stack([load_model(p).model.eval()(x) for p in paths]).mean(0)
+        torch.testing.assert_close(loaded.model.eval()(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_files_refuses_members_with_another_validation_split(tmp_path):
+    a = _member(tmp_path / "a.safetensors", seed=0)
+    b = _member(tmp_path / "b.safetensors", seed=1, val_fraction=0.2)
+    with pytest.raises(EnsembleError, match="validation split"):
+        fold_files([a, b])
+    with pytest.raises(EnsembleError, match="at least two"):
+        fold_files([a])
+    other = tmp_path / "mlp.safetensors"
+    save_model(other, build_model("mlp"), ModelMeta(arch="mlp"))
+    with pytest.raises(EnsembleError, match="only flagship"):
+        fold_files([a, str(other)])
+    bare = tmp_path / "bare.safetensors"
+    save_model(bare, _trained_like(3), ModelMeta(arch="flagship", arch_args={"width": 4}))
+    with pytest.raises(EnsembleError, match="validation split is unknown"):
+        fold_files([a, str(bare)])
+
+
+def test_cli_says_why_in_one_line(tmp_path, capsys):
+    a = _member(tmp_path / "a.safetensors", seed=0)
+    assert main([a, str(tmp_path / "missing.safetensors"), "--output", str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_folded_model_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from mnist_desktop.core.checkpoint import export_onnx
+    from mnist_desktop.core.onnx_predictor import OnnxPredictor
+
+    paths = [_member(tmp_path / f"m{i}.safetensors", seed=i) for i in range(2)]
+    model, meta = fold_files(paths)
+    out = save_model(tmp_path / "ens.safetensors", model, meta)
+    onnx_path = export_onnx(load_model(out), out.with_suffix(".onnx"))   # checks parity itself
+    images = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)
+    logits = OnnxPredictor(onnx_path, 1, source=out).logits(images)
+    assert logits.shape == (3, 10)
+
+
+def test_ensemble_card_gives_every_command():
+    from training.flagship import _ensemble_commands
+
+    members = [{"config": {"teachers": ["t"] * 4}, "command": "python -m training.flagship --teachers 4 "
+                "--teacher-runs /x/t1 /x/t2 --runs /x --output /x/c.safetensors"},
+               {"config": {"teachers": ["t"] * 6}, "command": None}]
+    lines = _ensemble_commands("python -m training.ensemble /x/c.safetensors /x/d.safetensors --output o", members)
+    text = "\n".join(lines)
+    assert "python -m training.flagship --data ../shared/data/mnist --test-data ../shared/data/mnist " \
+           "--teachers 4 --output runs/member1.safetensors" in text
+    assert "member 2: its command was not recorded" in text
+    assert "python -m training.ensemble runs/member1.safetensors runs/member2.safetensors" in text

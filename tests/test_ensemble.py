@@ -127,3 +127,24 @@ def test_ensemble_card_gives_every_command():
            "--teachers 4 --output runs/member1.safetensors" in text
     assert "member 2: its command was not recorded" in text
     assert "python -m training.ensemble runs/member1.safetensors runs/member2.safetensors" in text
+
+
+def test_flagship_train_only_trains_teachers_and_a_student_of_the_asked_width(mnist_dir, tmp_path, capsys):
+    """The flagship command end to end up to the trained student (one tiny epoch each)."""
+    import json
+
+    from training import flagship
+
+    out = tmp_path / "model.safetensors"
+    assert flagship.main(["--data", str(mnist_dir), "--runs", str(tmp_path / "runs"), "--output", str(out),
+                          "--teachers", "1", "--teacher-width", "4", "--student-width", "6", "--epochs", "1",
+                          "--student-epochs", "1", "--oe-images", "64", "--threads", "1", "--train-only"]) == 0
+    assert not out.exists()                     # --train-only: no calibration, no card
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [r.name.split("-2")[0] for r in runs] == ["flagship-student", "flagship-teacher1"]
+    student = json.loads((runs[0] / "report.json").read_text())["config"]
+    teacher = json.loads((runs[1] / "report.json").read_text())["config"]
+    assert student["arch_args"] == {"width": 6} and teacher["arch_args"] == {"width": 4}
+    assert student["teachers"] == [str(runs[1] / "best.safetensors")]
+    assert student["outlier_images"] == 64 and student["val_seed"] == 0
+    assert "--train-only" in capsys.readouterr().err

@@ -93,6 +93,9 @@ def train_run(label: str, reuse: str | None, args, **overrides) -> Path:
 def train_digits(args) -> Path:
     """Stage 1: ``--teachers`` runs of the flagship recipe (seeds ``seed .. seed+K-1``, one
     shared validation split), then the student distilled from their mean prediction."""
+    if _finished(args.student_run):   # a finished student needs no teachers: they may be long gone
+        log(f"student: reusing finished run {args.student_run}")
+        return Path(args.student_run)
     reuse = list(args.teacher_runs or [])
     teachers = []
     for i in range(args.teachers):

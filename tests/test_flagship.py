@@ -1,4 +1,5 @@
-"""Averaging flagship models into one network (models.fold_ensemble, training.ensemble)."""
+"""The flagship command and averaging flagship models into one network (models.fold_ensemble,
+training.ensemble, training.flagship)."""
 
 from __future__ import annotations
 
@@ -148,3 +149,17 @@ def test_flagship_train_only_trains_teachers_and_a_student_of_the_asked_width(mn
     assert student["teachers"] == [str(runs[1] / "best.safetensors")]
     assert student["outlier_images"] == 64 and student["val_seed"] == 0
     assert "--train-only" in capsys.readouterr().err
+
+
+def test_flagship_reuses_a_finished_student_without_its_teachers(tmp_path):
+    """A finished student run is all the later stages need, even where its teachers are gone."""
+    import argparse
+
+    from training import flagship
+
+    run = tmp_path / "student"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"x")
+    (run / "report.json").write_text("{}")
+    args = argparse.Namespace(student_run=str(run), teachers=4, teacher_runs=[str(tmp_path / "gone")])
+    assert flagship.train_digits(args) == run

@@ -308,3 +308,13 @@ def test_flat_background_shortcut_matches_the_fit(mnist_test):
     shaded = 0.2 + 0.3 * xx / 31.0
     surface = pp._background_surface(shaded, 280, 280)
     assert np.ndim(surface) == 2 and surface.shape == (280, 280)
+
+
+def test_unsupported_input_is_refused_by_name_and_lists_are_arrays():
+    with pytest.raises(TypeError, match="cannot classify a dict"):
+        preprocess({"strokes": []})
+    square = [[0] * 28 for _ in range(28)]
+    for r in range(8, 20):
+        square[r][12:16] = [255] * 4
+    out = preprocess(square)
+    assert out.shape == (28, 28) and out.max() > 0.5

@@ -662,8 +662,14 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
     ------
     EmptyInputError
         When there is nothing to classify (blank canvas, empty or uniform image).
+    TypeError
+        For anything else (one line naming what was given).
     """
     opts = opts or PreprocessOptions()
+    if isinstance(source, (list, tuple)):
+        source = np.asarray(source)
+    if not isinstance(source, (Drawing, Image.Image, np.ndarray)):
+        raise TypeError(f"cannot classify a {type(source).__name__}: give a Drawing, a PIL image or a 2-D array")
     if isinstance(source, Drawing):
         if source.is_empty():
             raise EmptyInputError("nothing to classify (blank canvas)")

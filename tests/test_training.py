@@ -391,7 +391,7 @@ def test_model_card_from_scratch_command_keeps_the_recipe_and_drops_local_runs()
 
 
 def test_flagship_student_options_reach_the_student_only(monkeypatch, tmp_path):
-    """--student-epochs / --student-select / --student-ema / --student-width configure the student run, not the teachers,
+    """--student-epochs / --student-select / --student-ema / --student-width / --student-seed configure the student run, not the teachers,
     and combine with --epochs (the student's value wins)."""
     import argparse
 
@@ -409,11 +409,12 @@ def test_flagship_student_options_reach_the_student_only(monkeypatch, tmp_path):
     args = argparse.Namespace(teacher_runs=None, teachers=1, seed=0, teacher_width=32, distill_weight=0.7,
                               student_run=None, oe_images=10, oe_weight=0.5, student_select="last",
                               student_ema=0.998, student_epochs=150, epochs=7, data="x", runs=str(tmp_path),
-                              threads=1, student_width=24)
+                              threads=1, student_width=24, student_seed=3)
     flagship.train_digits(args)
     teacher, student = configs["flagship-teacher1"], configs["flagship-student"]
     assert (teacher.epochs, teacher.select_metric, teacher.arch_args, teacher.ema_decay) == \
         (7, "val_accuracy", {"width": 32}, 0.0)
     assert (student.epochs, student.select_metric, student.outlier_images, student.ema_decay, student.arch_args) == \
         (150, "last", 10, 0.998, {"width": 24})
+    assert (student.seed, student.val_seed, teacher.seed, teacher.val_seed) == (3, 0, 0, 0)   # one split
     assert student.teachers == [str(tmp_path / "flagship-teacher1" / "best.safetensors")]

@@ -108,7 +108,8 @@ def train_digits(args) -> Path:
                                "arch_args": {"width": args.student_width}}
     if args.student_epochs:
         student["epochs"] = args.student_epochs
-    return train_run("student", args.student_run, args, seed=args.seed, name="flagship-student",
+    seed = args.seed if getattr(args, "student_seed", None) is None else args.student_seed
+    return train_run("student", args.student_run, args, seed=seed, name="flagship-student",
                      outlier_images=args.oe_images, outlier_weight=args.oe_weight, **distill, **student)
 
 
@@ -400,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-digits", type=int, default=5000, help="generated digit drawings to measure")
     ap.add_argument("--n-nondigits", type=int, default=3000, help="generated evaluation non-digits")
     ap.add_argument("--n-calibration", type=int, default=3000, help="generated calibration non-digits")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the validation split, of the first teacher (the others count on) and of the student")
+    ap.add_argument("--student-seed", type=int, default=None,
+                    help="another seed for the student only: the validation split stays --seed's")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--train-only", action="store_true",
                     help="stop after training: no calibration, no measurement, no card (finish later by "

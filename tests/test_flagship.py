@@ -163,3 +163,11 @@ def test_flagship_reuses_a_finished_student_without_its_teachers(tmp_path):
     (run / "report.json").write_text("{}")
     args = argparse.Namespace(student_run=str(run), teachers=4, teacher_runs=[str(tmp_path / "gone")])
     assert flagship.train_digits(args) == run
+
+
+def test_card_names_the_teachers_seeds_from_the_split_not_the_students_seed():
+    from training.flagship import _recipe_words
+
+    words = _recipe_words({"arch": "flagship", "seed": 1, "val_seed": 0, "teachers": ["/gone/a", "/gone/b"],
+                           "select_metric": "val_loss"})
+    assert "seed 1;" in words and "(seeds 0..1, same validation split)" in words

@@ -338,13 +338,16 @@ def _recipe_words(cfg: dict[str, Any]) -> str:
         except Exception:  # the teacher runs may be gone; the card still gets written
             pass
     teachers = len(cfg.get("teachers", []))
+    # The flagship command seeds its teachers from the split's seed (--seed), which the
+    # student's own seed (--student-seed) may differ from.
+    first = cfg.get("val_seed", -1) if cfg.get("val_seed", -1) >= 0 else cfg.get("seed", 0)
     return (f"`{cfg.get('arch')}` {json.dumps(cfg.get('arch_args', {}))}, "
             f"{cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, {cfg.get('optimizer')} "
             f"lr {cfg.get('learning_rate')} ({cfg.get('scheduler')}), weight decay {cfg.get('weight_decay')}, "
             f"label smoothing {cfg.get('label_smoothing')}, augmentation {json.dumps(cfg.get('augment', {}))}, "
             f"seed {cfg.get('seed')}; distilled from {teachers} teacher runs of the same "
-            f"recipe at width {teacher_width}, {teacher_epochs} epochs (seeds {cfg.get('seed')}.."
-            f"{cfg.get('seed', 0) + max(teachers - 1, 0)}, same validation split), "
+            f"recipe at width {teacher_width}, {teacher_epochs} epochs (seeds {first}.."
+            f"{first + max(teachers - 1, 0)}, same validation split), "
             f"distillation weight {cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')}; "
             + _checkpoint_words(cfg))
 

@@ -162,9 +162,10 @@ def from_scratch(command: str) -> str:
     return " ".join([COMMAND, "--data", "../shared/data/mnist", "--test-data", "../shared/data/mnist", *keep])
 
 
-def _hours(teachers: int, students: int = 1) -> str:
-    """Rough wall time on this 2-core machine: ~9 min per teacher, ~40 min per student."""
-    minutes = 9 * teachers + 40 * students
+def _hours(teachers: int, students: int = 1, width: int = 16) -> str:
+    """Rough wall time on this 2-core machine: ~9 min per teacher, ~40 min per width-16
+    student (measured: 37 min at width 16, 55 at width 24, 150 epochs with 4 teachers)."""
+    minutes = 9 * teachers + students * round(25 + 15 * (width / 16) ** 2)
     return f"{minutes / 60:.1f} hours" if minutes >= 90 else f"{minutes} minutes"
 
 
@@ -305,7 +306,8 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
 def _flagship_commands(command: str, cfg: dict[str, Any]) -> list[str]:
     return ["As run (`--teacher-runs` reused teacher runs that the same command trains when omitted):", "",
             f"    {command}", "",
-            f"From scratch on this data (about {_hours(len(cfg.get('teachers', [])))} on 2 CPU cores: the "
+            f"From scratch on this data (about "
+            f"{_hours(len(cfg.get('teachers', [])), 1, (cfg.get('arch_args') or {}).get('width', 16))} on 2 CPU cores: the "
             "teachers, then the student):", "",
             f"    {from_scratch(command)}", ""]
 

@@ -147,8 +147,8 @@ class MNISTNet(nn.Module):
         return self.fc2(x)
 
 
-def _conv_bn(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+def _conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False, groups=groups), nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True)]
 
 
@@ -200,19 +200,24 @@ class Flagship(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 16, dropout: float = 0.1):
         super().__init__()
-        w = width
-        self.features = nn.Sequential(
-            *_conv_bn(1, w), *_conv_bn(w, w), nn.MaxPool2d(2),                 # 14
-            *_conv_bn(w, 2 * w), *_conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),     # 7
-            *_conv_bn(2 * w, 4 * w), *_conv_bn(4 * w, 4 * w),
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(8 * w, num_classes)
+        self.features, self.dropout, self.fc = _flagship_layers(num_classes, width, 1, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.fc(self.dropout(pooled))
+
+
+def _flagship_layers(num_classes: int, width: int, members: int, dropout: float):
+    """``(features, dropout, fc)`` of :class:`Flagship` (``members=1``) or of ``members``
+    flagship networks side by side, every convolution after the first grouped by member."""
+    w, k = width, members
+    features = nn.Sequential(
+        *_conv_bn(1, k * w), *_conv_bn(k * w, k * w, groups=k), nn.MaxPool2d(2),                   # 14
+        *_conv_bn(k * w, 2 * k * w, groups=k), *_conv_bn(2 * k * w, 2 * k * w, groups=k), nn.MaxPool2d(2),  # 7
+        *_conv_bn(2 * k * w, 4 * k * w, groups=k), *_conv_bn(4 * k * w, 4 * k * w, groups=k),
+    )
+    return features, nn.Dropout(dropout), nn.Linear(8 * k * w, num_classes)
 
 
 @register("flagship_ensemble", "flagship networks averaged, folded into one grouped CNN", "our default model")
@@ -231,25 +236,10 @@ class FlagshipEnsemble(nn.Module):
         super().__init__()
         if members < 1:
             raise ValueError(f"an ensemble needs at least one member (got {members})")
-        w, k = width, members
+        self.members = members
+        self.features, self.dropout, self.fc = _flagship_layers(num_classes, width, members, dropout)
 
-        def conv(cin: int, cout: int, groups: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False, groups=groups), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True)]
-
-        self.members = k
-        self.features = nn.Sequential(
-            *conv(1, k * w, 1), *conv(k * w, k * w, k), nn.MaxPool2d(2),
-            *conv(k * w, 2 * k * w, k), *conv(2 * k * w, 2 * k * w, k), nn.MaxPool2d(2),
-            *conv(2 * k * w, 4 * k * w, k), *conv(4 * k * w, 4 * k * w, k),
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(8 * k * w, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-        return self.fc(self.dropout(pooled))
+    forward = Flagship.forward
 
 
 def fold_ensemble(members: list[nn.Module]) -> FlagshipEnsemble:

@@ -239,7 +239,7 @@ class TrainConfig:
     @property
     def split_seed(self) -> int:
         """The seed of the validation split."""
-        return self.seed if self.val_seed < 0 else self.val_seed
+        return recorded_split_seed({"seed": self.seed, "val_seed": self.val_seed})
 
     def preprocess_options(self):
         """The :class:`~mnist_desktop.core.preprocess.PreprocessOptions` of this run."""
@@ -256,3 +256,10 @@ def _check_keys(d: dict, cls: type, what: str) -> None:
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"unknown {what} key(s): {', '.join(unknown)}")
+
+
+def recorded_split_seed(cfg: dict[str, Any]) -> int:
+    """:attr:`TrainConfig.split_seed` of a recorded config (``config.json``, a model's
+    ``meta.training``): ``val_seed`` when set (>= 0), else ``seed``."""
+    val_seed = int(cfg.get("val_seed", -1))
+    return int(cfg.get("seed", 0)) if val_seed < 0 else val_seed

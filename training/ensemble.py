@@ -15,7 +15,6 @@ must hold no training image of any member. Anything else is refused with one lin
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shlex
 import sys
 import tempfile
@@ -34,18 +33,11 @@ class EnsembleError(ValueError):
 
 def split_of(cfg: dict[str, Any]) -> tuple:
     """What decides the validation samples of the run that recorded ``cfg``."""
-    seed = cfg.get("seed", 0) if int(cfg.get("val_seed", -1)) < 0 else cfg["val_seed"]
+    from training.config import recorded_split_seed
+
     key = tuple(repr(cfg.get(k)) for k in SPLIT_KEYS)
     # --limit thins the data with the run's seed before the split.
-    return key + (seed, cfg.get("seed") if cfg.get("limit") else None)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return key + (recorded_split_seed(cfg), cfg.get("seed") if cfg.get("limit") else None)
 
 
 def fold_files(paths: list[str | Path], description: str | None = None):
@@ -55,6 +47,7 @@ def fold_files(paths: list[str | Path], description: str | None = None):
     unusable files."""
     from mnist_desktop.core.checkpoint import ModelMeta, UncertaintyRule, load_model
     from mnist_desktop.core.models import fold_ensemble
+    from mnist_desktop.core.onnx_predictor import file_sha256
 
     if len(paths) < 2:
         raise EnsembleError("an ensemble needs at least two member models")
@@ -78,7 +71,7 @@ def fold_files(paths: list[str | Path], description: str | None = None):
             raise EnsembleError(f"{name}: trained with another validation split than the first member; "
                                 "calibration would see its training images")
     model = fold_ensemble([m.model for m in loaded])
-    members = [{"file": Path(p).name, "sha256": _sha256(Path(p)), "description": m.meta.description,
+    members = [{"file": Path(p).name, "sha256": file_sha256(p), "description": m.meta.description,
                 "config": m.meta.training["config"],
                 "test_accuracy": m.meta.metrics.get("test_accuracy"),
                 "val_loss": (m.meta.metrics.get("calibration", {}).get("validation", {}) or {}).get("nll_uncalibrated")}

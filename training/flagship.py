@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from mnist_desktop.core.checkpoint import read_meta
+from training.config import recorded_split_seed
 
 
 def log(msg: str) -> None:
@@ -108,7 +109,7 @@ def train_digits(args) -> Path:
                                "arch_args": {"width": args.student_width}}
     if args.student_epochs:
         student["epochs"] = args.student_epochs
-    seed = args.seed if getattr(args, "student_seed", None) is None else args.student_seed
+    seed = args.seed if args.student_seed is None else args.student_seed
     return train_run("student", args.student_run, args, seed=seed, name="flagship-student",
                      outlier_images=args.oe_images, outlier_weight=args.oe_weight, **distill, **student)
 
@@ -342,7 +343,7 @@ def _recipe_words(cfg: dict[str, Any]) -> str:
     teachers = len(cfg.get("teachers", []))
     # The flagship command seeds its teachers from the split's seed (--seed), which the
     # student's own seed (--student-seed) may differ from.
-    first = cfg.get("val_seed", -1) if cfg.get("val_seed", -1) >= 0 else cfg.get("seed", 0)
+    first = recorded_split_seed(cfg)
     return (f"`{cfg.get('arch')}` {json.dumps(cfg.get('arch_args', {}))}, "
             f"{cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, {cfg.get('optimizer')} "
             f"lr {cfg.get('learning_rate')} ({cfg.get('scheduler')}), weight decay {cfg.get('weight_decay')}, "

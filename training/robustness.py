@@ -138,7 +138,9 @@ def _recorded_config(meta) -> dict[str, Any]:
 def _split_name(meta, args) -> str:
     tr = _recorded_config(meta)
     if "val_fraction" in tr and "seed" in tr:
-        seed = tr["seed"] if int(tr.get("val_seed", -1)) < 0 else tr["val_seed"]  # TrainConfig.split_seed
+        from training.config import recorded_split_seed
+
+        seed = recorded_split_seed(tr)
         fold = int(tr.get("val_fold", -1))
         return (f"{tr.get('data')}, training.data.validation_split(labels, {tr['val_fraction']}, "
                 f"seed={seed}{f', fold={fold}' if fold >= 0 else ''})")

@@ -171,3 +171,16 @@ def test_card_names_the_teachers_seeds_from_the_split_not_the_students_seed():
     words = _recipe_words({"arch": "flagship", "seed": 1, "val_seed": 0, "teachers": ["/gone/a", "/gone/b"],
                            "select_metric": "val_loss"})
     assert "seed 1;" in words and "(seeds 0..1, same validation split)" in words
+
+
+def test_card_says_which_runs_were_reused_and_drops_them_from_scratch():
+    from training.flagship import _flagship_commands
+
+    cfg = {"teachers": ["t"] * 4, "arch_args": {"width": 24}}
+    text = "\n".join(_flagship_commands("python -m training.flagship --teachers 4 --student-width 24 "
+                                        "--student-run docs/run --output o.safetensors", cfg))
+    assert "As run (`--student-run` reused earlier runs" in text and "--teacher-runs" not in text
+    assert "    python -m training.flagship --data ../shared/data/mnist --test-data ../shared/data/mnist " \
+           "--teachers 4 --student-width 24\n" in text
+    plain = "\n".join(_flagship_commands("python -m training.flagship --teachers 4 --output o", cfg))
+    assert plain.startswith("As run:\n")

@@ -305,7 +305,11 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
 
 
 def _flagship_commands(command: str, cfg: dict[str, Any]) -> list[str]:
-    return ["As run (`--teacher-runs` reused teacher runs that the same command trains when omitted):", "",
+    words = command.split()
+    reused = [f"`{o}`" for o in ("--teacher-runs", "--student-run") if o in words]
+    head = (f"As run ({' and '.join(reused)} reused earlier runs that the same command trains when omitted):"
+            if reused else "As run:")
+    return [head, "",
             f"    {command}", "",
             f"From scratch on this data (about "
             f"{_hours(len(cfg.get('teachers', [])), 1, (cfg.get('arch_args') or {}).get('width', 16))} on 2 CPU cores: the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,32 @@ def default_model() -> Path:
 def _isolated_user_data(tmp_path_factory, monkeypatch):
     """No test touches the real user profile."""
     monkeypatch.setenv("MNIST_DESKTOP_DATA", str(tmp_path_factory.mktemp("userdata")))
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """Uncompressed IDX (uint8), the layout torchvision keeps in <root>/<Dataset>/raw/."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def prefill_torchvision_mnist(root: Path, train_images, train_labels, test_images, test_labels) -> Path:
+    """A torchvision MNIST root as a finished download leaves it, so nothing is fetched."""
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    write_idx(raw / "train-images-idx3-ubyte", train_images)
+    write_idx(raw / "train-labels-idx1-ubyte", train_labels)
+    write_idx(raw / "t10k-images-idx3-ubyte", test_images)
+    write_idx(raw / "t10k-labels-idx1-ubyte", test_labels)
+    return Path(root)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every outgoing connection fails at once, as on an offline machine."""
+    def refuse(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture

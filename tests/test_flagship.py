@@ -184,3 +184,37 @@ def test_card_says_which_runs_were_reused_and_drops_them_from_scratch():
            "--teachers 4 --student-width 24\n" in text
     plain = "\n".join(_flagship_commands("python -m training.flagship --teachers 4 --output o", cfg))
     assert plain.startswith("As run:\n")
+    # the width the student had, also where the command took the default (defaults change)
+    assert "../shared/data/mnist --teachers 4 --student-width 24\n" in plain
+
+
+def test_documented_full_mnist_command_runs_on_a_torchvision_root(mnist_dir, mnist_train5k, tmp_path, no_network):
+    """docs/MODELS.md's 60k command (``--data torchvision:mnist --data-root DIR``) end to end on
+    a pre-filled torchvision root (this machine cannot download): training, calibration on the
+    recorded split of that data, the ONNX copy and a card whose from-scratch command keeps
+    the torchvision data."""
+    import json
+
+    from safetensors import safe_open
+
+    from conftest import prefill_torchvision_mnist
+    from training import flagship
+
+    imgs, labs = mnist_train5k.images, mnist_train5k.labels
+    prefill_torchvision_mnist(tmp_path / "root", imgs[:1000], labs[:1000], imgs[:10], labs[:10])
+    out = tmp_path / "my-flagship.safetensors"
+    assert flagship.main(["--data", "torchvision:mnist", "--data-root", str(tmp_path / "root"),
+                          "--test-data", str(mnist_dir), "--device", "cpu", "--runs", str(tmp_path / "runs"),
+                          "--output", str(out), "--teachers", "1", "--teacher-width", "4", "--student-width", "4",
+                          "--epochs", "1", "--student-epochs", "1", "--oe-images", "64", "--threads", "1",
+                          "--n-digits", "100", "--n-nondigits", "100", "--n-calibration", "100"]) == 0
+    with safe_open(str(out), "pt") as f:
+        meta = json.loads(f.metadata()["mnist_desktop"])
+    text = json.dumps(meta)
+    assert "torchvision:mnist" in text and str(tmp_path / "root") in text
+    report = json.loads(out.with_suffix(".robustness.json").read_text())
+    assert "torchvision:mnist" in report["calibration"]["validation"]["split"]   # 10% of the 1,000, not train-5k
+    assert out.with_suffix(".onnx").exists()
+    card = out.with_suffix(".md").read_text()
+    assert "python -m training.flagship --data torchvision:mnist --test-data ../shared/data/mnist --teachers 1" in card
+    assert "--data-root" not in card.split("From scratch")[1]

@@ -409,7 +409,7 @@ def test_flagship_student_options_reach_the_student_only(monkeypatch, tmp_path):
     args = argparse.Namespace(teacher_runs=None, teachers=1, seed=0, teacher_width=32, distill_weight=0.7,
                               student_run=None, oe_images=10, oe_weight=0.5, student_select="last",
                               student_ema=0.998, student_epochs=150, epochs=7, data="x", runs=str(tmp_path),
-                              threads=1, student_width=24, student_seed=3)
+                              threads=1, student_width=24, student_seed=3, data_root="/r", device="cpu")
     flagship.train_digits(args)
     teacher, student = configs["flagship-teacher1"], configs["flagship-student"]
     assert (teacher.epochs, teacher.select_metric, teacher.arch_args, teacher.ema_decay) == \
@@ -417,4 +417,5 @@ def test_flagship_student_options_reach_the_student_only(monkeypatch, tmp_path):
     assert (student.epochs, student.select_metric, student.outlier_images, student.ema_decay, student.arch_args) == \
         (150, "last", 10, 0.998, {"width": 24})
     assert (student.seed, student.val_seed, teacher.seed, teacher.val_seed) == (3, 0, 0, 0)   # one split
+    assert (teacher.data_root, teacher.device, student.data_root, student.device) == ("/r", "cpu", "/r", "cpu")
     assert student.teachers == [str(tmp_path / "flagship-teacher1" / "best.safetensors")]

@@ -4,12 +4,12 @@ folders, the corrections folder, and the clear one-line errors for bad folders."
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import prefill_torchvision_mnist, write_idx
 from mnist_desktop.core.data import DataError
 from mnist_desktop.core.preprocess import Drawing, PreprocessOptions, gaussian_blur, preprocess
 from training import data as D
@@ -25,21 +25,6 @@ def load(spec, **kw):
             events.append(next(gen))
         except StopIteration as stop:
             return stop.value, events
-
-
-def write_idx(path, array: np.ndarray) -> None:
-    """Uncompressed IDX (uint8), the layout torchvision keeps in <root>/<Dataset>/raw/."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Every outgoing connection fails at once, as on an offline machine."""
-    def refuse(*args, **kwargs):
-        raise OSError(101, "Network is unreachable")
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 # --------------------------------------------------------------------------- IDX
@@ -83,13 +68,8 @@ def test_idx_with_wrong_image_size_is_a_clear_error(tmp_path):
 # --------------------------------------------------------------------------- torchvision
 
 def test_torchvision_mnist_from_prefilled_root(mnist_train5k, tmp_path, no_network):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
     imgs, labs = mnist_train5k.images, mnist_train5k.labels
-    write_idx(raw / "train-images-idx3-ubyte", imgs)
-    write_idx(raw / "train-labels-idx1-ubyte", labs)
-    write_idx(raw / "t10k-images-idx3-ubyte", imgs[:300])
-    write_idx(raw / "t10k-labels-idx1-ubyte", labs[:300])
+    prefill_torchvision_mnist(tmp_path, imgs, labs, imgs[:300], labs[:300])
     train, events = load("torchvision:mnist", train=True, data_root=str(tmp_path))
     test, _ = load("torchvision:mnist", train=False, data_root=str(tmp_path))
     assert not any(e.stage == "download" for e in events)

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--member-commands needs one command per member")
     import torch
 
-    from mnist_desktop.core.checkpoint import CheckpointError, export_onnx, load_model, save_model
+    from mnist_desktop.core.checkpoint import CheckpointError, save_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,13 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ensemble-") as tmp:
         folded = Path(tmp) / "folded.safetensors"
         save_model(folded, model, meta)
-        report = flagship.stage_calibrate(folded, args)
-    output = Path(args.output)
-    onnx_path = export_onnx(load_model(output), output.with_suffix(".onnx"))
-    flagship.log(f"wrote {onnx_path} (batch classification's ONNX Runtime copy, verified against the model)")
-    card_path = output.with_suffix(".md")
-    card_path.write_text(flagship.model_card(output, report, command.strip()), encoding="utf-8")
-    flagship.log(f"done in {(time.time() - t0) / 60:.1f} min: {output}, {card_path}")
+        flagship.finish(folded, args, command, t0)
     return 0
 
 

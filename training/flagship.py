@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_desktop.core.checkpoint import read_meta
+from mnist_desktop.core.checkpoint import CheckpointError, read_meta
 from training.config import recorded_split_seed
 
 
@@ -135,7 +135,7 @@ def name_model(run_dir: Path) -> Path:
 def stage_calibrate(model_path: Path, args) -> dict[str, Any]:
     from training import robustness
 
-    report_json = Path(args.output).with_suffix(".robustness.json")
+    report_json = args_output_json(Path(args.output))
     argv = ["--model", str(model_path), "--data", args.test_data, "--calibrate", "--output", args.output,
             "--json", str(report_json), "--threads", str(args.threads or 1),
             "--target-digit-rate", str(args.target_digit_rate), "--n-digits", str(args.n_digits),
@@ -152,20 +152,25 @@ _LOCAL_OPTIONS = frozenset({"--teacher-runs", "--student-run", "--runs", "--outp
                             "--data", "--data-root", "--test-data", "--device"})
 
 
+def _words(command: str) -> list[str]:
+    """The words of a flagship ``command`` after :data:`COMMAND`, ``--opt=value`` split in two."""
+    words: list[str] = []
+    for word in command.removeprefix(COMMAND).split():
+        words += word.split("=", 1) if word.startswith("--") else [word]
+    return words
+
+
 def from_scratch(command: str) -> str:
     """The as-run ``command`` without reused runs and local paths: the same recipe, trained
     from nothing on the shared data (or on the same torchvision dataset, downloaded into the
     default data folder)."""
-    keep, dropping, data = [], False, "../shared/data/mnist"
-    words = command.removeprefix(COMMAND).split()
-    for i, word in enumerate(words):
+    keep, option, data = [], "", "../shared/data/mnist"
+    for word in _words(command):
         if word.startswith("--"):
-            dropping = word.split("=", 1)[0] in _LOCAL_OPTIONS
-        if word == "--data" and i + 1 < len(words) and words[i + 1].startswith("torchvision:"):
-            data = words[i + 1]
-        elif word.startswith("--data=torchvision:"):
-            data = word.split("=", 1)[1]
-        if not dropping:
+            option = word
+        elif option == "--data" and word.startswith("torchvision:"):
+            data = word
+        if option not in _LOCAL_OPTIONS:
             keep.append(word)
     return " ".join([COMMAND, "--data", data, "--test-data", "../shared/data/mnist", *keep])
 
@@ -312,7 +317,7 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
 
 
 def _flagship_commands(command: str, cfg: dict[str, Any]) -> list[str]:
-    words = command.split()
+    words = _words(command)
     reused = [f"`{o}`" for o in ("--teacher-runs", "--student-run") if o in words]
     head = (f"As run ({' and '.join(reused)} reused earlier runs that the same command trains when omitted):"
             if reused else "As run:")
@@ -329,7 +334,7 @@ def _from_scratch_for(command: str, cfg: dict[str, Any]) -> str:
     default, so the card stays true when the default changes."""
     scratch = from_scratch(command)
     width = (cfg.get("arch_args") or {}).get("width")
-    if width and "--student-width" not in scratch.split():
+    if width and "--student-width" not in _words(scratch):
         scratch += f" --student-width {width}"
     return scratch
 
@@ -359,7 +364,7 @@ def _recipe_words(cfg: dict[str, Any]) -> str:
             teacher_meta = read_meta(cfg["teachers"][0])
             teacher_width = teacher_meta.arch_args.get("width", "?")
             teacher_epochs = (teacher_meta.training or {}).get("config", {}).get("epochs", "?")
-        except Exception:  # the teacher runs may be gone; the card still gets written
+        except CheckpointError:  # the teacher runs may be gone; the card still gets written
             pass
     teachers = len(cfg.get("teachers", []))
     # The flagship command seeds its teachers from the split's seed (--seed), which the
@@ -451,16 +456,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         log(f"trained in {(time.time() - t0) / 60:.1f} min: {run_dir} (not calibrated or measured: --train-only)")
         return 0
-    report = stage_calibrate(name_model(run_dir), args)
+    finish(name_model(run_dir), args, command, t0)
+    return 0
+
+
+def finish(model_path: Path, args, command: str, t0: float) -> None:
+    """Stages 3 and 4 for ``model_path`` (the flagship's, or :mod:`training.ensemble`'s):
+    calibrated into ``args.output``, measured, its ONNX copy and its model card beside it."""
     from mnist_desktop.core.checkpoint import export_onnx, load_model
 
-    onnx_path = export_onnx(load_model(args.output), Path(args.output).with_suffix(".onnx"))
+    report = stage_calibrate(model_path, args)
+    output = Path(args.output)
+    onnx_path = export_onnx(load_model(output), output.with_suffix(".onnx"))
     log(f"wrote {onnx_path} (batch classification's ONNX Runtime copy, verified against the model)")
-    card = model_card(Path(args.output), report, command.strip())
-    card_path = Path(args.output).with_suffix(".md")
-    card_path.write_text(card, encoding="utf-8")
-    log(f"done in {(time.time() - t0) / 60:.1f} min: {args.output}, {card_path}")
-    return 0
+    card_path = output.with_suffix(".md")
+    card_path.write_text(model_card(output, report, command.strip()), encoding="utf-8")
+    log(f"done in {(time.time() - t0) / 60:.1f} min: {output}, {card_path}")
 
 
 if __name__ == "__main__":

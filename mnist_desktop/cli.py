@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a model to TorchScript or ONNX (verified)")
     x.add_argument("--model", help="model file (default: the bundled model)")
-    x.add_argument("--format", choices=["torchscript", "onnx"], required=True)
+    x.add_argument("--format", choices=["torchscript", "onnx", "onnx-int8"], required=True,
+                   help="onnx-int8: the ONNX copy quantized to int8, calibrated on generated digits")
     x.add_argument("--output", "-o", required=True)
 
     b = sub.add_parser("bench", help="print preprocessing + inference latency figures")
@@ -312,18 +313,46 @@ def _batched_probs(predictor, images, batch: int = 1000):
 
 
 def cmd_export(args) -> int:
-    from mnist_desktop.core.checkpoint import CheckpointError, export_onnx, export_torchscript, load_model
+    from mnist_desktop.core.checkpoint import CheckpointError, load_model
+    from mnist_desktop.core.export import export_onnx, export_torchscript
     from mnist_desktop.core.paths import default_model_path
 
+    model = args.model or default_model_path()
     try:
-        loaded = load_model(args.model or default_model_path())
-        fn = export_torchscript if args.format == "torchscript" else export_onnx
-        out = fn(loaded, args.output)
+        if args.format == "onnx-int8":
+            out = _export_int8(Path(model), Path(args.output))
+        else:
+            fn = export_torchscript if args.format == "torchscript" else export_onnx
+            out = fn(load_model(model), args.output)
     except CheckpointError as e:
         _err(str(e))
         return EXIT_MODEL_ERROR
     print(f"wrote {out} ({args.format}, probabilities verified against the original)")
     return EXIT_OK
+
+
+def _export_int8(model: Path, output: Path) -> Path:
+    """The int8 copy of ``model``: its fp32 ONNX copy (an existing one, else exported into a
+    temporary folder) quantized with activations calibrated on generated digits."""
+    import tempfile
+
+    from mnist_desktop.core.checkpoint import CheckpointError, load_model, read_meta
+    from mnist_desktop.core.export import export_onnx, quantize_onnx
+    from mnist_desktop.core.onnx_predictor import OnnxUnavailable, onnx_for
+    from mnist_desktop.core.preprocess import PreprocessOptions
+    from training.synth import int8_calibration_images
+
+    meta = read_meta(model)
+    calibration = int8_calibration_images(PreprocessOptions.from_dict(meta.preprocess))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            fp32 = onnx_for(model, make=False)
+        except OnnxUnavailable:
+            fp32 = export_onnx(load_model(model), Path(tmp) / "fp32.onnx")
+        try:
+            return quantize_onnx(fp32, output, calibration)
+        except Exception as e:  # quantization tooling raises many types
+            raise CheckpointError(f"could not quantize {model.name} ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def cmd_bench(args) -> int:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_desktop.core import calibration as cal
+from training import calibration as cal
 from mnist_desktop.core.checkpoint import ModelMeta, UncertaintyRule, read_meta
 from mnist_desktop.core.paths import default_model_path
 from mnist_desktop.core.predictor import apply_uncertainty
-from mnist_desktop.core.synth import HELD_OUT_FROM_TRAINING
+from training.synth import HELD_OUT_FROM_TRAINING
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mnist"

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_desktop.core.checkpoint import (CheckpointError, ModelMeta, UncertaintyRule, export_onnx,
-                                           export_torchscript, load_model, read_meta, save_model)
+from mnist_desktop.core.checkpoint import (CheckpointError, ModelMeta, UncertaintyRule, load_model, read_meta,
+                                           save_model)
+from mnist_desktop.core.export import export_onnx, export_torchscript
 from mnist_desktop.core.models import available_architectures, build_model, fuse_for_inference
 from mnist_desktop.core.predictor import Predictor, resolve_device
 

@@ -104,7 +104,7 @@ def test_cli_says_why_in_one_line(tmp_path, capsys):
 
 def test_folded_model_exports_to_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
-    from mnist_desktop.core.checkpoint import export_onnx
+    from mnist_desktop.core.export import export_onnx
     from mnist_desktop.core.onnx_predictor import OnnxPredictor
 
     paths = [_member(tmp_path / f"m{i}.safetensors", seed=i) for i in range(2)]

@@ -12,6 +12,7 @@ import torch
 
 from mnist_desktop.core import onnx_predictor as op
 from mnist_desktop.core.checkpoint import ModelMeta, save_model
+from mnist_desktop.core.export import file_sha256
 from mnist_desktop.core.models import build_model
 from mnist_desktop.core.predictor import Predictor
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_shipped_onnx_copy_is_fresh(default_model):
     sibling = default_model.with_suffix(".onnx")
     assert sibling.is_file(), "resources/models/default.onnx is missing: mnist-desktop export --format onnx"
-    assert op._recorded_source(sibling) == op.file_sha256(default_model), \
+    assert op._recorded_source(sibling) == file_sha256(default_model), \
         "default.onnx was exported from another default.safetensors: export it again"
 
 
@@ -48,11 +49,11 @@ def test_stale_copy_is_never_used(tmp_path):
     model = _tiny_model(tmp_path / "m.safetensors", 0)
     cache = tmp_path / "cache"
     first = op.onnx_for(model, cache)                     # exported in a child process
-    assert first.parent == cache and op._recorded_source(first) == op.file_sha256(model)
+    assert first.parent == cache and op._recorded_source(first) == file_sha256(model)
     assert op.onnx_for(model, cache) == first             # reused
     _tiny_model(model, 1)                                 # the model file changes
     second = op.onnx_for(model, cache)
-    assert second != first and op._recorded_source(second) == op.file_sha256(model)
+    assert second != first and op._recorded_source(second) == file_sha256(model)
     x = np.random.default_rng(0).random((4, 28, 28), dtype=np.float32)
     onnx_p = op.OnnxPredictor(second, source=model).probabilities(x)[0]
     torch_p = Predictor.from_file(model, "cpu").probabilities(x)[0]
@@ -91,13 +92,12 @@ def test_classify_never_imports_torch(mnist_test, tmp_path):
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 31
 
 
-def test_int8_copy_is_cached_keyed_and_close(default_model, mnist_test, tmp_path, monkeypatch):
-    monkeypatch.setattr(op, "INT8_CALIBRATION_IMAGES", 200)
+def test_int8_copy_is_cached_keyed_and_close(default_model, mnist_test, tmp_path):
     model = tmp_path / "m.safetensors"
     model.write_bytes(default_model.read_bytes())
     cache = tmp_path / "cache"
     int8 = op.onnx_for(model, cache, precision="int8")
-    assert int8.name.endswith(".int8.onnx") and op._recorded_source(int8) == op.file_sha256(model)
+    assert int8.name.endswith(".int8.onnx") and op._recorded_source(int8) == file_sha256(model)
     assert op.onnx_for(model, cache, precision="int8") == int8
     images = mnist_test.images[:500].astype(np.float32) / 255
     q = op.OnnxPredictor(int8, source=model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_desktop.core import synth
+from training import synth
 from mnist_desktop.core.paths import default_model_path
 from mnist_desktop.core.preprocess import preprocess
 

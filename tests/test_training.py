@@ -196,7 +196,7 @@ def test_progress_events_are_complete(mnist_dir, tmp_path):
 
 
 def test_corrections_add_to_the_training_data(mnist_dir, mnist_train5k, tmp_path):
-    from training.corrections import save_correction
+    from mnist_desktop.core.corrections import save_correction
 
     folder = tmp_path / "corrections"
     for i in range(0, 5000, 250):  # 20 drawings, two of each digit

@@ -13,7 +13,7 @@ from conftest import prefill_torchvision_mnist, write_idx
 from mnist_desktop.core.data import DataError
 from mnist_desktop.core.preprocess import Drawing, PreprocessOptions, gaussian_blur, preprocess
 from training import data as D
-from training.corrections import is_corrections_folder, list_corrections, save_correction
+from mnist_desktop.core.corrections import is_corrections_folder, list_corrections, save_correction
 
 
 def load(spec, **kw):

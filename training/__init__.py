@@ -7,6 +7,6 @@ Public API (import from the submodules; importing this package is cheap and torc
 * :data:`training.recipes.RECIPES`, :func:`training.recipes.recipe_config`
 * :func:`training.engine.train` - generator of :mod:`training.events` (JSON-lines protocol)
 * :mod:`training.data` (data specifications, loaders, validation split),
-  :mod:`training.corrections` (the corrections folder format, reader and writer)
+  :mod:`mnist_desktop.core.corrections` (the corrections folder format, reader and writer)
 * ``python -m training`` (:mod:`training.cli`), ``python -m training.bench``
 """

@@ -88,7 +88,7 @@ class TrainConfig:
     distill_weight: float = 0.0        # loss = (1 - w) * CE(labels) + w * T^2 * KL(teachers || model)
     distill_temperature: float = 2.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # outlier exposure: generated non-digits (train seeds of mnist_desktop.core.synth) trained
+    # outlier exposure: generated non-digits (train seeds of training.synth) trained
     # towards the uniform distribution, as many per step as digits
     outlier_images: int = 0
     outlier_weight: float = 0.5

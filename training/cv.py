@@ -9,7 +9,7 @@ cover every training sample once), so a recipe choice is judged on all the train
 data held out in turn instead of one small validation split: on the 5,000-image MNIST
 subset one 500-image split moves in steps of 0.2 points, the five folds together in steps
 of 0.02. Optionally each fold's model is also measured on ``--drawings`` generated
-stroke-drawn digits (the ``calibration`` seeds of :mod:`mnist_desktop.core.synth`, never
+stroke-drawn digits (the ``calibration`` seeds of :mod:`training.synth`, never
 the evaluation seeds), through both the stroke and the image path.
 
 The summary (out-of-fold accuracy, per-fold figures, per-class recall, drawings) is

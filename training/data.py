@@ -12,7 +12,7 @@ Data specifications (``--data``, ``--extra-data``, ``--test-data``)
     ``PATH/<label>/*.png|jpg|...``; every file goes through
     :func:`mnist_desktop.core.preprocess.preprocess` with the run's options.
 ``corrections:[DIR]`` or a folder with a corrections manifest
-    The user's corrected drawings (format in :mod:`training.corrections`); default folder
+    The user's corrected drawings (format in :mod:`mnist_desktop.core.corrections`); default folder
     :func:`mnist_desktop.core.paths.corrections_dir`.
 ``torchvision:NAME``
     ``mnist``, ``fashion-mnist``, ``kmnist``, ``emnist-balanced``, ``emnist-letters``,
@@ -105,7 +105,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
         raise DataError(f"data folder not found: {path}")
     if not path.is_dir():
         raise DataError(f"data must be a folder (IDX files or one sub-folder per class): {path}")
-    from training.corrections import is_corrections_folder
+    from mnist_desktop.core.corrections import is_corrections_folder
     if is_corrections_folder(path):
         return "corrections", str(path)
     if find_idx_splits(path):
@@ -225,7 +225,7 @@ def _load_image_folder(root: Path, options, label_names) -> Loader:
 
 
 def _load_corrections(root: Path, options, label_names) -> Loader:
-    from training.corrections import iter_correction_images, list_corrections
+    from mnist_desktop.core.corrections import iter_correction_images, list_corrections
 
     samples = list_corrections(root)
     folder_labels = [s.label for s in samples]

@@ -712,7 +712,7 @@ class _Run:
                 download=cfg.download, options=options, label_names=label_names))
         outliers = None
         if cfg.outlier_images:
-            from mnist_desktop.core.calibration import outlier_exposure_images
+            from training.calibration import outlier_exposure_images
 
             yield Status("data", f"generating {cfg.outlier_images} non-digits for outlier exposure "
                                  f"(training seeds {cfg.seed})")
@@ -842,7 +842,7 @@ class _Run:
 def _validation_metrics(logits, y) -> dict[str, Any]:
     import torch.nn.functional as F
 
-    from mnist_desktop.core.calibration import fit_temperature
+    from training.calibration import fit_temperature
     from mnist_desktop.core.metrics import expected_calibration_error
 
     val_loss = float(F.cross_entropy(logits, y))
@@ -876,7 +876,8 @@ def _update_best(prog: _Progress, record: dict[str, Any], metric: str) -> bool:
 
 
 def _export(loaded, fmt: str, run_dir: Path) -> Exported:
-    from mnist_desktop.core.checkpoint import CheckpointError, export_onnx, export_torchscript
+    from mnist_desktop.core.checkpoint import CheckpointError
+    from mnist_desktop.core.export import export_onnx, export_torchscript
 
     cpu = type(loaded)(model=loaded.model.to("cpu").eval(), meta=loaded.meta, path=loaded.path)
     target = run_dir / ("best.torchscript.pt" if fmt == "torchscript" else "best.onnx")

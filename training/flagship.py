@@ -13,7 +13,7 @@ Stages
    softened prediction on each augmented batch (Hinton et al., 2015), trained at the
    same time with **outlier exposure** (Hendrycks et al., 2019): every step adds as many
    generated non-digits (letters, scribbles, shapes, blobs, several symbols: the
-   ``train`` seeds of :mod:`mnist_desktop.core.synth`, never the calibration or
+   ``train`` seeds of :mod:`training.synth`, never the calibration or
    evaluation seeds, never the kinds held out for evaluation) whose target is the uniform
    distribution, so the model learns to be unsure of what is not a digit while the
    teachers keep its digits sharp. No digit other than the training split is ever used.
@@ -246,7 +246,7 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         "",
         "Outlier exposure used generated non-digits (letters that do not look like digits,",
         "scribbles, shapes, blobs, groups of symbols) from the `train` seeds of",
-        "`mnist_desktop.core.synth`; calibration and evaluation use other seeds, and the",
+        "`training.synth`; calibration and evaluation use other seeds, and the",
         "evaluation includes kinds never shown in training.",
         "",
         "## Exact command",
@@ -463,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
 def finish(model_path: Path, args, command: str, t0: float) -> None:
     """Stages 3 and 4 for ``model_path`` (the flagship's, or :mod:`training.ensemble`'s):
     calibrated into ``args.output``, measured, its ONNX copy and its model card beside it."""
-    from mnist_desktop.core.checkpoint import export_onnx, load_model
+    from mnist_desktop.core.checkpoint import load_model
+    from mnist_desktop.core.export import export_onnx
 
     report = stage_calibrate(model_path, args)
     output = Path(args.output)

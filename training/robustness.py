@@ -11,7 +11,7 @@ Measures a model file on
 With ``--calibrate --output MODEL`` it first fits the temperature on the validation split
 of the 5k training subset (indices ``numpy.random.default_rng(VAL_SEED).permutation(5000)
 [:500]``, as ``scripts/train_starter.py`` holds them out) and the uncertainty rule with
-:func:`mnist_desktop.core.calibration.choose_threshold` on those digits plus generated
+:func:`training.calibration.choose_threshold` on those digits plus generated
 calibration non-digits, then writes the same weights with the new rule and all figures in
 ``meta.metrics`` to MODEL, and reports on that file. The test set never feeds a choice.
 
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from mnist_desktop.core import synth
-from mnist_desktop.core.calibration import (choose_threshold, evaluate_nondigit_set, evaluate_nondigits,
+from training import synth
+from training.calibration import (choose_threshold, evaluate_nondigit_set, evaluate_nondigits,
                                             fit_temperature, flagged, nll, nondigit_set)
 from mnist_desktop.core.checkpoint import LoadedModel, load_model, save_model
 from mnist_desktop.core.data import load_idx_folder

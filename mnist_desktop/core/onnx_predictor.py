@@ -20,14 +20,15 @@ model file never runs with stale weights.
 
 ``precision="int8"`` (opt-in) runs a statically quantized copy (ONNX Runtime QDQ, weights
 per channel, activations calibrated on 1,000 generated stroke-drawn digits from the
-``calibration`` seeds of :mod:`mnist_desktop.core.synth`), made from the fp32 copy on first
-use and cached the same way: the forward pass is about twice as fast (68 vs 131 us per
-image); with the default model it changes 2 of the 10,000 MNIST test answers.
+``calibration`` seeds of :mod:`training.synth`), made from the fp32 copy on first use by
+``mnist-desktop export --format onnx-int8`` in a child process and cached the same way.
+Its speed-up and the answers it changes depend on the CPU's int8 kernels (VNNI or not):
+``python -m mnist_desktop.batch_bench`` measures them, and the README gives the figures
+with the CPU they were measured on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -36,22 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from mnist_desktop.core.checkpoint import META_KEY, CheckpointError, ModelMeta
+from mnist_desktop.core.export import SOURCE_KEY, file_sha256
 from mnist_desktop.core.predictor import PredictMixin
 from mnist_desktop.core.preprocess import PreprocessOptions, normalize
 
-SOURCE_KEY = "mnist_desktop.source_sha256"
 
 
 class OnnxUnavailable(RuntimeError):
     """No usable ONNX copy (onnxruntime missing, export failed); the message is one line."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _recorded_source(onnx_path: Path) -> str | None:
@@ -73,16 +66,15 @@ def cache_dir() -> Path:
     return Path(user_cache_dir()) / "onnx"
 
 
-def export_command(model: Path, output: Path) -> list[str]:
+def export_command(model: Path, output: Path, fmt: str = "onnx") -> list[str]:
     """``mnist-desktop export`` as a child process (the frozen app is its own CLI)."""
+    args = ["export", "--model", str(model), "--format", fmt, "-o", str(output)]
     if getattr(sys, "frozen", False):
-        return [sys.executable, "export", "--model", str(model), "--format", "onnx", "-o", str(output)]
-    return [sys.executable, "-m", "mnist_desktop", "export", "--model", str(model), "--format", "onnx",
-            "-o", str(output)]
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "mnist_desktop", *args]
 
 
 PRECISIONS = ("fp32", "int8")
-INT8_CALIBRATION_IMAGES = 1000
 
 
 def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: float = 300,
@@ -111,25 +103,24 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
     if not make:
         raise OnnxUnavailable(f"no ONNX copy of {model_path.name} yet")
     if precision == "int8":
-        fp32 = onnx_for(model_path, cache, timeout, status=status)
+        onnx_for(model_path, cache, timeout, status=status)   # the fp32 copy it is made from
         if status:
             status(f"making an int8 copy of {model_path.name} (once; cached in {target.parent})")
-        try:
-            quantize(fp32, target)
-        except Exception as e:  # quantization tooling raises many types
-            raise OnnxUnavailable(f"could not make an int8 copy ({type(e).__name__}: {str(e)[:120]})") from None
-        return target
-    if status:
-        status(f"exporting an ONNX copy of {model_path.name} (once; cached in {target.parent})")
+        what = "an int8 copy"
+    else:
+        if status:
+            status(f"exporting an ONNX copy of {model_path.name} (once; cached in {target.parent})")
+        what = "an ONNX copy"
+    fmt = "onnx-int8" if precision == "int8" else "onnx"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(export_command(model_path, target), capture_output=True, text=True,
+        done = subprocess.run(export_command(model_path, target, fmt), capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as e:
-        raise OnnxUnavailable(f"could not export an ONNX copy ({type(e).__name__}: {e})") from None
+        raise OnnxUnavailable(f"could not make {what} ({type(e).__name__}: {e})") from None
     if done.returncode != 0 or _recorded_source(target) != digest:
         last = (done.stderr or done.stdout or "").strip().splitlines()
-        raise OnnxUnavailable(f"could not export an ONNX copy: {last[-1] if last else f'exit {done.returncode}'}")
+        raise OnnxUnavailable(f"could not make {what}: {last[-1] if last else f'exit {done.returncode}'}")
     return target
 
 
@@ -141,47 +132,6 @@ def _existing_copy(model_path: Path, suffix: str, digest: str, cache: Path | Non
         return True, sibling
     target = (cache or cache_dir()) / f"{digest}{suffix}"
     return target.is_file() and _recorded_source(target) == digest, target
-
-
-def quantize(fp32: Path, target: Path, n_calibration: int | None = None) -> Path:
-    """Static int8 quantization of an fp32 ONNX copy, calibrated on generated digits; the
-    metadata (model description, source digest) is carried over."""
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from mnist_desktop.core import synth
-    from mnist_desktop.core.checkpoint import atomic_write_bytes
-
-    props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
-    meta = ModelMeta.from_json(props[META_KEY])
-    n_calibration = n_calibration or INT8_CALIBRATION_IMAGES
-    samples = synth.preprocess_samples(synth.digit_samples(n_calibration, "calibration", 0), "mixed",
-                                       PreprocessOptions.from_dict(meta.preprocess))
-    x = normalize(samples.images, meta.normalization.mean, meta.normalization.std)[:, None]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._batches = iter([{"image": np.ascontiguousarray(x[i:i + 100])} for i in range(0, len(x), 100)])
-
-        def get_next(self):
-            return next(self._batches, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32), str(pre))
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-        model = onnx.load(str(out))
-    del model.metadata_props[:]
-    for k, v in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, model.SerializeToString())
-    return target
 
 
 class OnnxPredictor(PredictMixin):

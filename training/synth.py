@@ -987,3 +987,14 @@ def digit_images(n: int, purpose: str = "train", seed: int = 0, opts: Preprocess
     """
     ps = preprocess_samples(digit_samples(n, purpose, seed), paths, opts)
     return ps.images, ps.labels
+
+
+#: How many generated digits calibrate an int8 copy's activations.
+INT8_CALIBRATION_IMAGES = 1000
+
+
+def int8_calibration_images(opts: PreprocessOptions, n: int = INT8_CALIBRATION_IMAGES) -> np.ndarray:
+    """``(n, 28, 28)`` model inputs of stroke-drawn digits from the ``calibration`` seeds,
+    rendered both as strokes and as images (``mixed``): what ``mnist-desktop export
+    --format onnx-int8`` calibrates an int8 copy's activations on."""
+    return preprocess_samples(digit_samples(n, "calibration", 0), "mixed", opts).images

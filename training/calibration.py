@@ -238,10 +238,10 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]
 def nondigit_set(n: int, purpose: str, seed: int = 0, opts=None, paths: str | Sequence[str] = "mixed"):
     """``n`` generated non-digits of ``purpose`` through the preprocessing path.
 
-    Returns a :class:`~mnist_desktop.core.synth.PreprocessedSet`; purposes and their seed
-    ranges are described in :mod:`mnist_desktop.core.synth`.
+    Returns a :class:`~training.synth.PreprocessedSet`; purposes and their seed
+    ranges are described in :mod:`training.synth`.
     """
-    from mnist_desktop.core import synth
+    from training import synth
 
     return synth.preprocess_samples(synth.nondigit_samples(n, purpose, seed), paths, opts)
 
@@ -256,7 +256,7 @@ def evaluate_nondigit_set(logits: np.ndarray, ps, rule) -> dict[str, Any]:
     """Flag rates of ``rule`` (anything with ``method``, ``threshold`` and ``temperature``)
     on a preprocessed non-digit set ``ps`` with its ``logits``: overall, per kind, per
     path, per template name, and for the kinds held out from training."""
-    from mnist_desktop.core.synth import HELD_OUT_FROM_TRAINING
+    from training.synth import HELD_OUT_FROM_TRAINING
 
     logits = np.asarray(logits)
     mask = (flagged(logits, rule.method, rule.threshold, rule.temperature) if len(logits)
@@ -293,7 +293,7 @@ def evaluate_nondigits(logits_fn: LogitsFn, rule, n: int = 3000, seed: int = 0, 
     opts
         The model's preprocessing options.
     paths
-        See :func:`mnist_desktop.core.synth.preprocess_samples`.
+        See :func:`training.synth.preprocess_samples`.
 
     Returns
     -------
@@ -312,7 +312,7 @@ def outlier_exposure_images(n: int, seed: int = 0, opts=None) -> tuple[np.ndarra
 
     Drawn from the ``train`` purpose (seeds 1,000,000 + ``seed``), which never shares a
     generator with the calibration or evaluation sets and never draws the kinds held out
-    for evaluation (:data:`mnist_desktop.core.synth.HELD_OUT_FROM_TRAINING`). A typical
+    for evaluation (:data:`training.synth.HELD_OUT_FROM_TRAINING`). A typical
     use trains the model to output the uniform distribution on them (cross-entropy to
     uniform targets, weight about 0.5), which separates max-probability scores of digits
     and non-digits far better.
@@ -329,7 +329,7 @@ def outlier_exposure_images(n: int, seed: int = 0, opts=None) -> tuple[np.ndarra
     Inputs that preprocessing refuses as empty are skipped and more are drawn, so the
     result always has ``n`` images. Cost: about 3 ms per image on one CPU core.
     """
-    from mnist_desktop.core import synth
+    from training import synth
 
     images, kinds, names = [], [], []
     start = 0

@@ -262,9 +262,9 @@ def load_backend(model_path, backend: str):
 
         precision = "int8" if backend == "onnx-int8" else "fp32"
         return OnnxPredictor(onnx_for(model_path, precision=precision), source=model_path), "fp32"
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
 
-    return Predictor.from_file(model_path, "cpu"), "bf16" if backend == "torch-bf16" else "fp32"
+    return TorchPredictor.from_file(model_path, "cpu"), "bf16" if backend == "torch-bf16" else "fp32"
 
 
 def engine_in_child(folder: Path, model_path, backend: str, workers: int | None, batch_size: int) -> dict:
@@ -387,13 +387,13 @@ def main(argv: list[str] | None = None) -> int:
         res["command_s"] = time.perf_counter() - t0
         print(json.dumps(res))
         return 0
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
 
     if not (args.mnist / "train-5k-images-idx3-ubyte.gz").exists():
         print(f"MNIST train-5k not found in {args.mnist} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     model_path = args.model or default_model_path()
-    predictor = Predictor.from_file(model_path, "cpu")
+    predictor = TorchPredictor.from_file(model_path, "cpu")
     batch = args.batch_size or DEFAULT_BATCH_SIZE
     import torch
     print(f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "

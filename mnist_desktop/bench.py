@@ -50,22 +50,22 @@ def _measure(pred, drawing, iterations: int) -> tuple[list[float], list[float], 
 
 
 def run_latency_bench(model: str | None = None, iterations: int = 2000) -> int:
-    """The canvas's own predictor (:func:`~mnist_desktop.core.onnx_predictor.canvas_predictor`:
+    """The canvas's own predictor (:func:`~mnist_desktop.service.models.load_predictor`, ``purpose="live"``:
     ONNX Runtime when the model has a copy) and, for comparison, torch on one thread."""
     import torch
 
-    from mnist_desktop.core.onnx_predictor import canvas_predictor
+    from mnist_desktop.service.models import ModelChoice, load_predictor
     from mnist_desktop.core.paths import default_model_path
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
 
     path = model or default_model_path()
-    canvas = canvas_predictor(path, "cpu")
+    canvas = load_predictor(ModelChoice(path, "cpu", purpose="live")).predictor
     torch.set_num_threads(1)
     drawing = scribble_drawing()
     print(f"model: {canvas.path.name} ({canvas.meta.arch}), 1 CPU thread, {iterations} iterations")
     runs = [("canvas", canvas)]
     if canvas.backend != "torch":
-        runs.append(("torch, for comparison", Predictor.from_file(path, "cpu")))
+        runs.append(("torch, for comparison", TorchPredictor.from_file(path, "cpu")))
     for title, pred in runs:
         pre, fwd, total = _measure(pred, drawing, iterations)
         print(f"{title} ({pred.backend}):")

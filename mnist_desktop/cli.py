@@ -108,34 +108,23 @@ def _err(msg: str) -> None:
     print(f"mnist-desktop: {msg}", file=sys.stderr)
 
 
-def _load_predictor(model: str | None, device: str = "auto", batch: bool = False, precision: str = "fp32"):
-    """The model as a Predictor (``batch``: ONNX Runtime on a CPU where it can, see
-    :func:`~mnist_desktop.core.onnx_predictor.batch_predictor`), or None after a message."""
-    from mnist_desktop.core.checkpoint import CheckpointError
-    from mnist_desktop.core.paths import default_model_path
+def _load_predictor(model: str | None, device: str = "auto"):
+    """The model for an in-process job (``evaluate``) through the service layer, or None
+    after a one-line message."""
+    from mnist_desktop.service.models import CheckpointError, ModelChoice, load_predictor
 
-    path = model or default_model_path()
     try:
-        if batch:
-            from mnist_desktop.core.onnx_predictor import batch_predictor
-
-            pred, note = batch_predictor(path, device, precision=precision, status=_err)
-            if note:
-                _err(note)
-        else:
-            from mnist_desktop.core.predictor import Predictor
-
-            pred = Predictor.from_file(path, device)
+        loaded = load_predictor(ModelChoice(model, device))
     except CheckpointError as e:
         _err(f"cannot load model: {e}")
         return None
-    if pred.device_message:
-        _err(pred.device_message)
-    return pred
+    for note in loaded.notes:
+        _err(note)
+    return loaded.predictor
 
 
 def cmd_classify(args) -> int:
-    """``mnist-desktop classify``: the batch engine with CSV/JSON output.
+    """``mnist-desktop classify``: the service's classify job with CSV/JSON output.
 
     CSV rows stream to stdout as chunks finish; results are kept in a compact
     :class:`~mnist_desktop.core.batch.ResultStore` (tens of MB for 200,000 files) for
@@ -144,71 +133,77 @@ def cmd_classify(args) -> int:
     """
     import csv
 
-    from mnist_desktop.core.batch import (FileResult, ResultStore, classify_with_progress, collect_files,
-                                          csv_header, csv_row, display_path, inference_precision,
-                                          prestart_workers, write_results)
+    from mnist_desktop.core.batch import ResultStore, csv_header, csv_row, display_path, write_results
     from mnist_desktop.core.metrics import format_confusion
+    from mnist_desktop.service.classify import ClassifyOptions, Listed, ModelReady, Note, Results, classify_job
+    from mnist_desktop.service.models import CheckpointError
 
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         _err("--output must end in .csv or .json")
         return EXIT_USAGE
-    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
-        _err("--batch-size must be >= 1 and --workers >= 0")
+    try:
+        options = ClassifyOptions(model=args.model, device=args.device, precision=args.precision,
+                                  recursive=args.recursive, workers=args.workers, batch_size=args.batch_size)
+    except ValueError as e:
+        _err(f"{e}")
         return EXIT_USAGE
-    prestart_workers(args.workers)   # boots while the model loads and the files are listed
-    # fp32 and int8 on a CPU run through ONNX Runtime (fp32: the same answers, faster);
-    # bf16 is a torch path.
-    bf16 = args.precision == "bf16"
-    predictor = _load_predictor(args.model, args.device, batch=not bf16,
-                                precision="fp32" if bf16 else args.precision)
-    if predictor is None:
-        return EXIT_MODEL_ERROR
-    engine_precision, note = inference_precision(predictor, "bf16" if bf16 else "fp32")
-    if note:
-        _err(note)
-    labels = predictor.labels
-    listing_errors: list[tuple[str, str]] = []
-    files = collect_files(args.paths, recursive=args.recursive, errors=listing_errors)
-    if not files and not listing_errors:
-        _err("no image files found (use --recursive to descend into sub-folders)")
-        return EXIT_USAGE
-
-    store = ResultStore(labels)
-    stream = None
-    if not args.output:
-        stream = csv.writer(sys.stdout)
-        stream.writerow(csv_header(labels))
     show_progress = not args.quiet and sys.stderr.isatty()
 
-    def take(results) -> None:
-        store.extend(results)
-        for r in results:
-            if r.error:
-                if show_progress:
-                    print("\r\033[K", end="", file=sys.stderr)
-                _err(f"{display_path(r.path)}: {r.error}")
-            if stream:
-                stream.writerow(csv_row(r))
-
-    take([FileResult(path, labels, error=reason) for path, reason in listing_errors])
-    interrupted = False
-    prog = None
     def note(text: str) -> None:
         if show_progress:
             print("\r\033[K", end="", file=sys.stderr)   # not into the progress line
         _err(text)
 
+    store: ResultStore | None = None
+    stream = None
+    loaded = None
+    listed = 0
+    prog = None
+    interrupted = False
+
+    def take(results) -> None:
+        store.extend(results)
+        for r in results:
+            if r.error:
+                note(f"{display_path(r.path)}: {r.error}")
+            if stream:
+                stream.writerow(csv_row(r))
+
+    job = classify_job(args.paths, options, status=_err)
     try:
-        for prog in classify_with_progress(files, predictor, batch_size=args.batch_size,
-                                           workers=args.workers, folder_labels=labels,
-                                           precision=engine_precision, on_note=note):
-            take(prog.results)
-            if show_progress:
-                print(f"\r\033[K{prog.describe()}", end="", file=sys.stderr, flush=True)
+        for event in job:
+            if isinstance(event, ModelReady):
+                loaded = event.loaded
+                for line in loaded.notes:
+                    _err(line)
+                store = ResultStore(loaded.predictor.labels)
+            elif isinstance(event, Listed):
+                listed = event.total + len(event.errors)
+                if not listed:
+                    job.close()
+                    _err("no image files found (use --recursive to descend into sub-folders)")
+                    return EXIT_USAGE
+                if not args.output:
+                    stream = csv.writer(sys.stdout)
+                    stream.writerow(csv_header(loaded.predictor.labels))
+                take(event.errors)
+            elif isinstance(event, Note):
+                note(event.text)
+            elif isinstance(event, Results):
+                take(event.rows)
+                prog = event.progress or prog
+                if show_progress and prog is not None:
+                    print(f"\r\033[K{prog.describe()}", end="", file=sys.stderr, flush=True)
+    except CheckpointError as e:
+        _err(f"cannot load model: {e}")
+        return EXIT_MODEL_ERROR
     except KeyboardInterrupt:
         interrupted = True  # the engine has shut its workers down; keep what we have
+        if store is None:
+            return EXIT_INTERRUPTED
     if show_progress:
         print("\r\033[K", end="", file=sys.stderr)
+    labels = loaded.predictor.labels
     if args.output:
         try:
             write_results(args.output, store, labels, top_k=args.top_k)
@@ -217,14 +212,11 @@ def cmd_classify(args) -> int:
             return EXIT_FILE_ERRORS
     failed = store.failed
     if not args.quiet:
-        backend = predictor.backend
-        precision = "int8" if args.precision == "int8" and backend == "onnxruntime" else engine_precision
         rate = f", {prog.done / prog.elapsed:,.0f} images/s" if prog is not None and prog.elapsed > 0 else ""
-        print(f"model {predictor.path.name} on {predictor.device} ({backend}, {precision}){rate}",
-              file=sys.stderr)
+        print(f"model {loaded.describe()}{rate}", file=sys.stderr)
         print(f"classified {len(store) - failed} of {len(store)} file(s); {failed} failed"
-              + (f" (interrupted; {len(files) + len(listing_errors) - len(store)} not processed)"
-                 if interrupted else ""), file=sys.stderr)
+              + (f" (interrupted; {listed - len(store)} not processed)" if interrupted else ""),
+              file=sys.stderr)
         rep = store.report()
         if rep:
             print(f"labelled by folder: {rep['n']} file(s), accuracy {100 * rep['accuracy']:.2f}%",

@@ -25,8 +25,8 @@ RUN_TIMEOUT = 60_000
 
 @pytest.fixture(scope="module")
 def predictor(default_model):
-    from mnist_desktop.core.predictor import Predictor
-    return Predictor.from_file(default_model, "cpu")
+    from mnist_desktop.core.predictor import TorchPredictor
+    return TorchPredictor.from_file(default_model, "cpu")
 
 
 @pytest.fixture
@@ -101,13 +101,15 @@ def test_drop_mixed_folder_shows_results_errors_and_what_the_model_saw(qtbot, ma
 
 
 def test_cancel_mid_run_keeps_results_so_far(qtbot, make_window, tmp_path, mnist_test):
+    from mnist_desktop.service.classify import Results
+
     folder = linked_pngs(tmp_path, mnist_test.images[7], 160, 3000)
     w = make_window(workers=2)
     seen = []
 
     def first_results(ev):
-        if ev.kind == "results" and not seen:
-            seen.append(len(ev.payload[1]))
+        if isinstance(ev, Results) and not seen:
+            seen.append(len(ev.rows))
             w.cancel()
 
     w.runStarted.connect(lambda: w._runner.progress.connect(first_results))

@@ -120,7 +120,7 @@ def check_recorded_nondigit_rates(model_path: Path) -> None:
     assert it matches, then assert the recorded rates meet the product goals."""
     import torch
 
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
 
     torch.set_num_threads(1)
     meta = read_meta(model_path)
@@ -128,7 +128,7 @@ def check_recorded_nondigit_rates(model_path: Path) -> None:
     if not recorded:
         pytest.skip(f"{model_path.name} records no not-a-digit figures yet "
                     "(run python -m training.robustness --calibrate)")
-    predictor = Predictor.from_file(model_path, device="cpu")
+    predictor = TorchPredictor.from_file(model_path, device="cpu")
     check = recorded["check"]
     got = cal.evaluate_nondigits(predictor.logits, meta.uncertainty, n=check["n_generated"],
                                  seed=check["seed"], opts=predictor.options, paths=check["paths"])

@@ -14,7 +14,7 @@ from mnist_desktop.core.checkpoint import (CheckpointError, ModelMeta, Uncertain
                                            save_model)
 from mnist_desktop.core.export import export_onnx, export_torchscript
 from mnist_desktop.core.models import available_architectures, build_model, fuse_for_inference
-from mnist_desktop.core.predictor import Predictor, resolve_device
+from mnist_desktop.core.predictor import TorchPredictor, resolve_device
 
 REFERENCE = ["mlp", "cnn_mlp", "mnistnet", "cnn3", "conv3_gap", "flagship"]
 
@@ -191,7 +191,7 @@ def test_device_resolution_falls_back_to_cpu(monkeypatch):
 
 
 def test_predictor_topk_and_uncertainty(default_model, mnist_test):
-    pred = Predictor.from_file(default_model, "cpu")
+    pred = TorchPredictor.from_file(default_model, "cpu")
     images = mnist_test.images[:64].astype(np.float32) / 255
     results = pred.predict_images(images)
     assert len(results) == 64

@@ -14,7 +14,19 @@ from mnist_desktop.core import onnx_predictor as op
 from mnist_desktop.core.checkpoint import ModelMeta, save_model
 from mnist_desktop.core.export import file_sha256
 from mnist_desktop.core.models import build_model
-from mnist_desktop.core.predictor import Predictor
+from mnist_desktop.core.predictor import TorchPredictor
+from mnist_desktop.service.models import ModelChoice, load_predictor
+
+
+def batch_predictor(path, device="auto", **kw):
+    """The service's batch choice, as ``(predictor, notes joined)``."""
+    loaded = load_predictor(ModelChoice(path, device, purpose="batch", **kw))
+    return loaded.predictor, "; ".join(loaded.notes)
+
+
+def canvas_predictor(path, device="auto"):
+    """The service's live (canvas) choice."""
+    return load_predictor(ModelChoice(path, device, purpose="live")).predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,9 +39,9 @@ def test_shipped_onnx_copy_is_fresh(default_model):
 
 
 def test_onnx_predictor_matches_torch(default_model, mnist_test):
-    pred, note = op.batch_predictor(default_model, "cpu")
+    pred, note = batch_predictor(default_model, "cpu")
     assert isinstance(pred, op.OnnxPredictor) and note == ""
-    ref = Predictor.from_file(default_model, "cpu")
+    ref = TorchPredictor.from_file(default_model, "cpu")
     images = mnist_test.images[:300].astype(np.float32) / 255
     p1, u1, s1 = pred.probabilities(images)
     p2, u2, s2 = ref.probabilities(images)
@@ -56,7 +68,7 @@ def test_stale_copy_is_never_used(tmp_path):
     assert second != first and op._recorded_source(second) == file_sha256(model)
     x = np.random.default_rng(0).random((4, 28, 28), dtype=np.float32)
     onnx_p = op.OnnxPredictor(second, source=model).probabilities(x)[0]
-    torch_p = Predictor.from_file(model, "cpu").probabilities(x)[0]
+    torch_p = TorchPredictor.from_file(model, "cpu").probabilities(x)[0]
     assert np.abs(onnx_p - torch_p).max() < 1e-5
 
 
@@ -64,11 +76,11 @@ def test_falls_back_to_torch_with_a_note(default_model, monkeypatch):
     def unavailable(*a, **k):
         raise op.OnnxUnavailable("onnxruntime is not installed")
     monkeypatch.setattr(op, "onnx_for", unavailable)
-    pred, note = op.batch_predictor(default_model, "cpu")
-    assert isinstance(pred, Predictor) and "onnxruntime is not installed" in note
+    pred, note = batch_predictor(default_model, "cpu")
+    assert isinstance(pred, TorchPredictor) and "onnxruntime is not installed" in note
 
 
-@pytest.mark.parametrize("make", [op.batch_predictor, op.canvas_predictor])
+@pytest.mark.parametrize("make", [batch_predictor, canvas_predictor])
 def test_bad_model_file_fails_with_one_line(tmp_path, make):
     from mnist_desktop.core.checkpoint import CheckpointError
 
@@ -115,16 +127,16 @@ def test_unloadable_copy_falls_back_to_torch(default_model, tmp_path, monkeypatc
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx file")
     monkeypatch.setattr(op, "onnx_for", lambda *a, **k: broken)
-    pred, note = op.batch_predictor(model, "cpu")
-    assert isinstance(pred, Predictor) and "ONNX Runtime failed" in note and "\n" not in note
+    pred, note = batch_predictor(model, "cpu")
+    assert isinstance(pred, TorchPredictor) and "ONNX Runtime failed" in note and "\n" not in note
 
 
 def test_canvas_runs_the_shipped_model_through_onnx_runtime_without_torch():
     """The drawing canvas's process answers with ONNX Runtime and never imports torch
     (its ~1.2 s import was most of the time to the first prediction)."""
-    code = ("import sys; from mnist_desktop.core.onnx_predictor import canvas_predictor; "
+    code = ("import sys; from mnist_desktop.service.models import ModelChoice, load_predictor; "
             "from mnist_desktop.core.preprocess import Drawing; "
-            "p = canvas_predictor(sys.argv[1], 'cpu'); "
+            "p = load_predictor(ModelChoice(sys.argv[1], 'cpu', purpose='live')).predictor; "
             "r = p.predict(Drawing.from_lists([[(100, 50), (180, 50), (120, 250)]])); "
             "print(type(p).__name__, p.backend, r.label, 'torch' in sys.modules)")
     from mnist_desktop.core.paths import default_model_path
@@ -137,8 +149,8 @@ def test_canvas_runs_the_shipped_model_through_onnx_runtime_without_torch():
 def test_canvas_predictions_match_torch(default_model, mnist_test):
     from mnist_desktop.core.preprocess import Drawing
 
-    canvas = op.canvas_predictor(default_model, "cpu")
-    ref = Predictor.from_file(default_model, "cpu")
+    canvas = canvas_predictor(default_model, "cpu")
+    ref = TorchPredictor.from_file(default_model, "cpu")
     assert isinstance(canvas, op.OnnxPredictor)
     drawing = Drawing.from_lists([[(60, 40), (200, 40), (110, 260)], [(80, 150), (180, 150)]])
     a, b = canvas.predict(drawing), ref.predict(drawing)
@@ -154,14 +166,14 @@ def test_canvas_never_waits_for_an_export(tmp_path, monkeypatch):
     model = _tiny_model(tmp_path / "m.safetensors", 0)
     monkeypatch.setattr(op, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setattr(op.subprocess, "run", lambda *a, **k: pytest.fail("the canvas started an export"))
-    pred = op.canvas_predictor(model, "auto")
-    assert isinstance(pred, Predictor) and pred.backend == "torch"
+    pred = canvas_predictor(model, "auto")
+    assert isinstance(pred, TorchPredictor) and pred.backend == "torch"
     assert not (tmp_path / "cache").exists()
     monkeypatch.undo()
     monkeypatch.setattr(op, "cache_dir", lambda: tmp_path / "cache")
     op.onnx_for(model)                                  # what batch classification does
-    assert isinstance(op.canvas_predictor(model, "auto"), op.OnnxPredictor)
-    assert isinstance(op.canvas_predictor(model, "cuda"), Predictor)   # a GPU request: torch
+    assert isinstance(canvas_predictor(model, "auto"), op.OnnxPredictor)
+    assert isinstance(canvas_predictor(model, "cuda"), TorchPredictor)   # a GPU request: torch
 
 
 def test_canvas_says_so_when_onnx_runtime_fails(default_model, monkeypatch):
@@ -169,5 +181,5 @@ def test_canvas_says_so_when_onnx_runtime_fails(default_model, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("bad graph")
     monkeypatch.setattr(op, "OnnxPredictor", broken)
-    pred = op.canvas_predictor(default_model, "cpu")
-    assert isinstance(pred, Predictor) and "ONNX Runtime could not run" in pred.device_message
+    pred = canvas_predictor(default_model, "cpu")
+    assert isinstance(pred, TorchPredictor) and "ONNX Runtime could not run" in pred.device_message

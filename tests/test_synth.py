@@ -100,10 +100,10 @@ def test_bundled_model_reads_generated_digits():
     through the stroke path, and > 90% of 100 clean renders through the image path."""
     import torch
 
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
 
     torch.set_num_threads(1)
-    predictor = Predictor.from_file(default_model_path(), device="cpu")
+    predictor = TorchPredictor.from_file(default_model_path(), device="cpu")
     samples = list(synth.digit_samples(200, "evaluation", seed=0))
     ps = synth.preprocess_samples(samples, "stroke", predictor.options)
     assert len(ps) == 200 and not ps.rejected

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mnist_desktop.core.checkpoint import load_model, read_meta
-from mnist_desktop.core.predictor import Predictor
+from mnist_desktop.core.predictor import TorchPredictor
 from training import cli
 from training.config import AugmentConfig, ConfigError, TrainConfig
 from training.engine import StepFunction, train
@@ -157,7 +157,7 @@ def test_short_real_run_learns_and_writes_a_complete_run_folder(mnist_dir, mnist
     assert meta.metrics["test_accuracy"] == test["accuracy"] and meta.metrics["val_accuracy"] > 0.9
     assert meta.uncertainty.temperature != 1.0  # fitted on validation data
     # The model file is a working app model.
-    pred = Predictor.from_file(run_dir / "best.safetensors", "cpu")
+    pred = TorchPredictor.from_file(run_dir / "best.safetensors", "cpu")
     got = [p.index for p in pred.predict_images(mnist_test.images[:200].astype(np.float32) / 255)]
     assert np.mean(np.array(got) == mnist_test.labels[:200]) > 0.85
 

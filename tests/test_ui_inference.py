@@ -136,7 +136,7 @@ def test_bundled_model_runs_through_onnx_runtime_on_the_cpu(shared_worker, qtbot
     if not shared_worker.is_ready:
         with qtbot.waitSignal(shared_worker.modelLoaded, timeout=LOAD_TIMEOUT_MS):
             pass
-    from mnist_desktop.core.onnx_predictor import _cuda_present
+    from mnist_desktop.service.models import _cuda_present
 
     info = shared_worker.model_info
     if info.requested_device != "cpu" and _cuda_present():

@@ -127,11 +127,11 @@ def summarize(run_dirs: dict[int, Path], drawings: int = 0, threads: int = 1) ->
 def _drawings(model_path: Path, n: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
     from training import robustness
 
     torch.set_num_threads(max(1, threads))
-    rep = robustness.digit_report(Predictor.from_file(model_path, device="cpu"), n, 0, purpose="calibration")
+    rep = robustness.digit_report(TorchPredictor.from_file(model_path, device="cpu"), n, 0, purpose="calibration")
     styles = rep["stroke"]["by_style"]
     return {"stroke": rep["stroke"]["accuracy"], "image": rep["image_accuracy"],
             "by_style": {s: (styles[s]["accuracy"] + rep["image_dark"]["by_style"][s]["accuracy"]

@@ -40,7 +40,7 @@ from mnist_desktop.core.checkpoint import LoadedModel, load_model, save_model
 from mnist_desktop.core.data import load_idx_folder
 from mnist_desktop.core.metrics import expected_calibration_error
 from mnist_desktop.core.paths import default_model_path
-from mnist_desktop.core.predictor import Predictor, apply_uncertainty
+from mnist_desktop.core.predictor import TorchPredictor, Predictor, apply_uncertainty
 from mnist_desktop.core.preprocess import preprocess
 
 GOALS = {"synthetic_gap_points": 1.0, "nondigit_flag_rate": 0.90, "test_flag_rate": 0.01, "test_ece": 0.015}
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     t_start = time.time()
     loaded: LoadedModel = load_model(args.model)
-    predictor = Predictor(loaded, device="cpu")
+    predictor = TorchPredictor(loaded, device="cpu")
     calibration = None
     report_path = Path(args.model)
     if args.calibrate:

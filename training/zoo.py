@@ -40,7 +40,7 @@ def single_image_latency_ms(model_path: str | Path, iterations: int = 500, backe
     import numpy as np
     import torch
 
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -50,7 +50,7 @@ def single_image_latency_ms(model_path: str | Path, iterations: int = 500, backe
 
             pred = OnnxPredictor(Path(model_path).with_suffix(".onnx"), 1, source=model_path)
         else:
-            pred = Predictor.from_file(model_path, "cpu")
+            pred = TorchPredictor.from_file(model_path, "cpu")
         x = np.random.default_rng(0).random((1, 28, 28), dtype=np.float32)
         for _ in range(50):
             pred.probabilities(x)
@@ -78,9 +78,9 @@ def measure_model(model_path: str | Path, data: str) -> dict[str, Any]:
     from mnist_desktop.core.data import load_idx_folder
     from mnist_desktop.core.metrics import classification_report
     from mnist_desktop.core.models import count_parameters
-    from mnist_desktop.core.predictor import Predictor
+    from mnist_desktop.core.predictor import TorchPredictor
 
-    pred = Predictor.from_file(model_path, "cpu")
+    pred = TorchPredictor.from_file(model_path, "cpu")
     test = load_idx_folder(data, "test")
     images = test.images.astype(np.float32) / 255.0
     if pred.options.blur_sigma > 0:  # the recipe's preprocessing blur acts on 28x28 input too

@@ -1,7 +1,11 @@
-"""Predictor: a loaded checkpoint on a device, turning inputs into probabilities.
+"""Predictors: a loaded model on a device, turning inputs into probabilities.
 
-Used by the GUI's inference worker, ``mnist-desktop classify``/``evaluate`` and the batch
-engine. All inputs go through :func:`mnist_desktop.core.preprocess.preprocess`.
+:class:`Predictor` is the typed interface every consumer uses (the GUI's inference
+process, ``mnist-desktop classify``/``evaluate``, the batch engine, the service layer);
+:class:`TorchPredictor` runs the network in torch (CPU or CUDA) and
+:class:`~mnist_desktop.core.onnx_predictor.OnnxPredictor` in ONNX Runtime (CPU). Which
+one a caller gets is decided in one place, :func:`mnist_desktop.service.models.load_predictor`.
+All inputs go through :func:`mnist_desktop.core.preprocess.preprocess`.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -78,6 +82,39 @@ def resolve_device(requested: str = "auto") -> tuple[str, str | None]:
     return dev, None
 
 
+Backend = Literal["torch", "onnxruntime"]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What every predictor offers, whatever runs its forward pass.
+
+    ``path`` is the model file (the source of labels, normalization, preprocessing and
+    the uncertainty rule); ``device`` is where the forward pass runs and
+    ``device_message`` a one-line note when that is not what was asked for.
+    """
+
+    backend: ClassVar[str]
+    meta: ModelMeta
+    options: PreprocessOptions
+    path: Path
+    device: str
+    device_message: str | None
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw logits for ``(N, 28, 28)`` [0, 1] images."""
+
+    def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(probs, uncertain, score)`` for ``(N, 28, 28)`` [0, 1] images."""
+
+    def predict_images(self, images: np.ndarray, keep_images: bool = False) -> list[Prediction]: ...
+
+    def predict(self, source: Input) -> Prediction: ...
+
+
 class PredictMixin:
     """Everything above the forward pass, on top of a class's ``logits``, ``meta`` and
     ``options``: shared by the torch :class:`Predictor` and the ONNX Runtime
@@ -109,8 +146,8 @@ class PredictMixin:
         return self.predict_images(image[None], keep_images=True)[0]
 
 
-class Predictor(PredictMixin):
-    """A model ready to predict.
+class TorchPredictor(PredictMixin):
+    """A model ready to predict, run by torch.
 
     Parameters
     ----------
@@ -148,7 +185,7 @@ class Predictor(PredictMixin):
         self._std = self.meta.normalization.std
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, device: str = "auto") -> "Predictor":
+    def from_file(cls, path: str | os.PathLike, device: str = "auto") -> "TorchPredictor":
         return cls(load_model(path), device)
 
     # ------------------------------------------------------------------ core math

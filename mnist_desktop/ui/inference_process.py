@@ -3,7 +3,7 @@
 Deliberately Qt-free and started with the ``spawn`` method, so the child process imports
 only numpy, Pillow, the core and the model's runtime: ONNX Runtime on a CPU when the model
 has an ONNX copy (the bundled one does), else torch (see
-:func:`~mnist_desktop.core.onnx_predictor.canvas_predictor`). The GUI talks to it through
+:func:`~mnist_desktop.service.models.load_predictor`, ``purpose="live"``). The GUI talks to it through
 :class:`mnist_desktop.ui.inference.InferenceWorker`.
 
 Why a process and not a thread: importing torch holds the GIL for long stretches (a
@@ -89,10 +89,10 @@ class _Server:
     def load(self, token: int, path: str, device: str):
         t0 = time.perf_counter()
         from mnist_desktop.core.checkpoint import CheckpointError
-        from mnist_desktop.core.onnx_predictor import canvas_predictor
+        from mnist_desktop.service.models import ModelChoice, load_predictor
 
         try:
-            predictor = canvas_predictor(path, device)
+            predictor = load_predictor(ModelChoice(path, device, purpose="live")).predictor
         except CheckpointError as e:
             return ("load_failed", token, str(e))
         except Exception as e:  # e.g. an architecture that fails to build on this torch

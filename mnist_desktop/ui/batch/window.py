@@ -24,9 +24,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QTableWidgetItem, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from mnist_desktop.core.batch import ResultStore, display_path, format_duration, write_results
+from mnist_desktop.core.predictor import Predictor
+from mnist_desktop.service.classify import Listed, ModelReady, Note, Results
+from mnist_desktop.service.models import LoadedPredictor
 from mnist_desktop.ui.batch.loaders import THUMB, ImageLoader, array_to_qimage
 from mnist_desktop.ui.batch.models import BatchResultModel, Column, Filter, ResultFilterProxy
-from mnist_desktop.ui.batch.worker import ClassifyEvent, TaskRunner, classify_task
+from mnist_desktop.ui.batch.worker import TaskRunner, classify_task
 
 
 def _call_task(fn, *args):
@@ -312,7 +315,10 @@ class BatchWindow(QMainWindow):
         self._model_source = model
         self._device = device
         self._workers = workers
-        self.predictor = model if model is not None and hasattr(model, "probabilities") else None
+        # A loaded model is used as it is (no reload per run); a path is loaded at the first run.
+        self._loaded = model if isinstance(model, LoadedPredictor) else \
+            (LoadedPredictor(model) if isinstance(model, Predictor) else None)
+        self.predictor = self._loaded.predictor if self._loaded else None
         self.store: ResultStore | None = None
         self._runner: TaskRunner | None = None
         self._task_kind = ""
@@ -452,7 +458,7 @@ class BatchWindow(QMainWindow):
         self._exported = True
         self.proxy.set_filter(Filter.ALL)
         self._sync_filter_box()
-        task = classify_task(self._inputs, self.predictor or self._model_source, self._device,
+        task = classify_task(self._inputs, self._loaded or self._model_source, self._device,
                              recursive=self.recursive.isChecked(), workers=self._workers)
         self._start(task, "classify", self._on_classify_event)
         self.progress.setRange(0, 0)
@@ -478,29 +484,30 @@ class BatchWindow(QMainWindow):
         self._set_running(True)
         self._runner.start()
 
-    def _on_classify_event(self, ev: ClassifyEvent) -> None:
-        if ev.kind == ClassifyEvent.MODEL:
-            self.predictor = ev.payload
+    def _on_classify_event(self, ev) -> None:
+        if isinstance(ev, ModelReady):
+            self._loaded = ev.loaded
+            self.predictor = ev.loaded.predictor
             self.store = ResultStore(self.predictor.labels)
             self.model.reset(self.store)
             self.detail.set_labels(self.predictor.labels)
-            if getattr(self.predictor, "device_message", None):
-                self.statusBar().showMessage(self.predictor.device_message, 10000)
-        elif ev.kind == ClassifyEvent.LISTED:
-            total, errors = ev.payload
-            self._total = total + len(errors)
+            if ev.loaded.notes:
+                self.statusBar().showMessage("; ".join(ev.loaded.notes), 10000)
+        elif isinstance(ev, Listed):
+            self._total = ev.total + len(ev.errors)
             self.progress.setRange(0, max(1, self._total))
             self.progress.setValue(0)
             self.status.setText(f"{self._total:,} files")
-        elif ev.kind == ClassifyEvent.NOTE:
-            self.statusBar().showMessage(ev.payload, 20000)
-        elif ev.kind == ClassifyEvent.RESULTS:
-            prog, results = ev.payload
-            rows = self.store.extend(results)
+            if ev.errors:
+                self.model.append_rows(self.store.extend(ev.errors))
+        elif isinstance(ev, Note):
+            self.statusBar().showMessage(ev.text, 20000)
+        elif isinstance(ev, Results):
+            rows = self.store.extend(ev.rows)
             self.model.append_rows(rows)
             self.progress.setValue(len(self.store))
-            if prog is not None:
-                self.status.setText(self._describe(prog))
+            if ev.progress is not None:
+                self.status.setText(self._describe(ev.progress))
 
     def _describe(self, prog) -> str:
         text = f"{len(self.store):,} / {self._total:,} files  {prog.rate:,.0f} images/s"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any, Callable, Generator, Iterable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -105,66 +104,30 @@ class TaskRunner(QObject):
 
 # --------------------------------------------------------------------------- the classification task
 
-class ClassifyEvent:
-    """Values yielded by :func:`classify_task` (delivered through ``progress``)."""
-
-    MODEL = "model"        # payload: the Predictor
-    LISTED = "listed"      # payload: (total files, [(path, reason), ...] listing errors)
-    RESULTS = "results"    # payload: (BatchProgress, [FileResult, ...] since the last event)
-    NOTE = "note"          # payload: a one-line note about the run that changes no answer
-
-    def __init__(self, kind: str, payload: Any):
-        self.kind = kind
-        self.payload = payload
-
-
 def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: bool = True,
                   workers: int | None = None, batch_size: int | None = None,
                   interval: float = 0.1) -> Task:
-    """Build the task that lists ``paths``, loads the model if needed and classifies.
+    """The service's classify job (:func:`mnist_desktop.service.classify.classify_job`)
+    as a :data:`Task`: it yields the job's typed events (``ModelReady``, ``Listed``,
+    ``Note``, ``Results``).
 
-    ``model`` is a Predictor, or a model file path (None: the bundled model), loaded on
-    the worker thread so the window never waits for ``import torch``. Results are
-    coalesced into at most one event per ``interval`` seconds: 200,000 files make a few
-    hundred signals, not 200,000.
+    ``model`` is a :class:`~mnist_desktop.service.models.LoadedPredictor`, or a model
+    file path (None: the bundled model), loaded on the worker thread so the window never
+    waits for ``import torch``. Results are coalesced into at most one event per
+    ``interval`` seconds: 200,000 files make a few hundred signals, not 200,000.
     """
     paths = [os.fsdecode(p) for p in paths]
 
     def task(should_cancel):
-        from mnist_desktop.core.batch import (DEFAULT_BATCH_SIZE, FileResult, classify_with_progress,
-                                              collect_files, prestart_workers)
+        from mnist_desktop.service.classify import ClassifyOptions, classify_job
+        from mnist_desktop.service.models import LoadedPredictor
 
-        prestart_workers(workers)   # boots while the model loads and the files are listed
-        predictor = model
-        if predictor is None or isinstance(predictor, (str, bytes, os.PathLike)):
-            from mnist_desktop.core.onnx_predictor import batch_predictor
-            from mnist_desktop.core.paths import default_model_path
-
-            predictor, note = batch_predictor(predictor or default_model_path(), device)
-            if note and not predictor.device_message:
-                predictor.device_message = note   # the window shows it in its status bar
-        yield ClassifyEvent(ClassifyEvent.MODEL, predictor)
-        labels = predictor.labels
-        errors: list[tuple[str, str]] = []
-        files = collect_files(paths, recursive=recursive, errors=errors, should_cancel=should_cancel)
-        yield ClassifyEvent(ClassifyEvent.LISTED, (len(files), errors))
-        pending = [FileResult(p, labels, error=reason) for p, reason in errors]
-        last = time.monotonic()
-        prog = None
-        notes: list[str] = []
-        for prog in classify_with_progress(files, predictor, workers=workers,
-                                           batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                                           folder_labels=labels,
-                                           should_cancel=should_cancel, on_note=notes.append):
-            while notes:
-                yield ClassifyEvent(ClassifyEvent.NOTE, notes.pop(0))
-            pending.extend(prog.results)
-            now = time.monotonic()
-            if now - last >= interval:
-                yield ClassifyEvent(ClassifyEvent.RESULTS, (prog, pending))
-                pending, last = [], now
-        if pending or prog is None:
-            yield ClassifyEvent(ClassifyEvent.RESULTS, (prog, pending))
-        return len(files)
+        loaded = model if isinstance(model, LoadedPredictor) else None
+        source = None if loaded is not None else model
+        options = ClassifyOptions(model=source, device=device, recursive=recursive, workers=workers,
+                                  coalesce=interval,
+                                  **({"batch_size": batch_size} if batch_size else {}))
+        summary = yield from classify_job(paths, options, loaded=loaded, should_cancel=should_cancel)
+        return summary.listed
 
     return task

@@ -262,7 +262,7 @@ def load_backend(model_path, backend: str):
 
         precision = "int8" if backend == "onnx-int8" else "fp32"
         return OnnxPredictor(onnx_for(model_path, precision=precision), source=model_path), "fp32"
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     return TorchPredictor.from_file(model_path, "cpu"), "bf16" if backend == "torch-bf16" else "fp32"
 
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         res["command_s"] = time.perf_counter() - t0
         print(json.dumps(res))
         return 0
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     if not (args.mnist / "train-5k-images-idx3-ubyte.gz").exists():
         print(f"MNIST train-5k not found in {args.mnist} (see ../shared/data/README.md)", file=sys.stderr)

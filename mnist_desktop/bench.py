@@ -56,7 +56,7 @@ def run_latency_bench(model: str | None = None, iterations: int = 2000) -> int:
 
     from mnist_desktop.service.models import ModelChoice, load_predictor
     from mnist_desktop.core.paths import default_model_path
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     path = model or default_model_path()
     canvas = load_predictor(ModelChoice(path, "cpu", purpose="live")).predictor

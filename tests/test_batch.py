@@ -107,7 +107,7 @@ def make_mixed_folder(root: Path, mnist_test, n_good: int = 12) -> dict[str, str
 
 @pytest.fixture(scope="module")
 def predictor(default_model):
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
     return TorchPredictor.from_file(default_model, "cpu")
 
 

@@ -25,7 +25,7 @@ RUN_TIMEOUT = 60_000
 
 @pytest.fixture(scope="module")
 def predictor(default_model):
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
     return TorchPredictor.from_file(default_model, "cpu")
 
 

@@ -120,7 +120,7 @@ def check_recorded_nondigit_rates(model_path: Path) -> None:
     assert it matches, then assert the recorded rates meet the product goals."""
     import torch
 
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     torch.set_num_threads(1)
     meta = read_meta(model_path)

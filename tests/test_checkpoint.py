@@ -14,7 +14,7 @@ from mnist_desktop.core.checkpoint import (CheckpointError, ModelMeta, Uncertain
                                            save_model)
 from mnist_desktop.core.export import export_onnx, export_torchscript
 from mnist_desktop.core.models import available_architectures, build_model, fuse_for_inference
-from mnist_desktop.core.predictor import TorchPredictor, resolve_device
+from mnist_desktop.core.torch_predictor import TorchPredictor, resolve_device
 
 REFERENCE = ["mlp", "cnn_mlp", "mnistnet", "cnn3", "conv3_gap", "flagship"]
 

@@ -94,7 +94,7 @@ def test_png_export_of_mnist_test_matches_raw_tensor_accuracy(mnist_test, mnist_
     """The preprocessing path leaves MNIST-style input alone: accuracy through PNG files and
     the classify engine is within 0.1 point of evaluating the raw tensors."""
     from mnist_desktop.core.batch import classify_files
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     pred = TorchPredictor.from_file(default_model, "cpu")
     raw = np.concatenate([pred.probabilities(mnist_test.images[i:i + 2000].astype(np.float32) / 255)[0]

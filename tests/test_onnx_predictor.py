@@ -12,9 +12,9 @@ import torch
 
 from mnist_desktop.core import onnx_predictor as op
 from mnist_desktop.core.checkpoint import ModelMeta, save_model
-from mnist_desktop.core.export import file_sha256
+from mnist_desktop.core.onnx_predictor import file_sha256
 from mnist_desktop.core.models import build_model
-from mnist_desktop.core.predictor import TorchPredictor
+from mnist_desktop.core.torch_predictor import TorchPredictor
 from mnist_desktop.service.models import ModelChoice, load_predictor
 
 

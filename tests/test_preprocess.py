@@ -157,7 +157,7 @@ def test_large_arrays_are_reduced_like_images(mnist_test):
 def test_large_jpeg_decodes_at_reduced_scale_with_the_same_answer(mnist_test, default_model, tmp_path):
     """A 12-megapixel photo is decoded at 1/2 scale (DCT scaling, EXIF orientation still
     applied) and classified as at full size, in a fraction of the time."""
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     pred = TorchPredictor.from_file(default_model, "cpu")
     for i in range(4):
@@ -260,7 +260,7 @@ def test_decompression_bomb_refused_without_allocating(tmp_path):
 
 
 def test_shifted_and_scaled_digits_get_the_same_prediction(mnist_test, default_model):
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     pred = TorchPredictor.from_file(default_model, "cpu")
     n = 150

@@ -81,7 +81,7 @@ def test_bf16_inference_stays_close_to_fp32(mnist_test, default_model, tmp_path)
     import torch
 
     from mnist_desktop.core.batch import _Inference, classify_files
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     predictor = TorchPredictor.from_file(default_model, "cpu")
     images = mnist_test.images[:512].astype(np.float32) / 255

@@ -9,7 +9,8 @@ from PIL import Image
 
 from mnist_desktop.core.checkpoint import CheckpointError
 from mnist_desktop.core.onnx_predictor import OnnxPredictor
-from mnist_desktop.core.predictor import Predictor, TorchPredictor
+from mnist_desktop.core.predictor import Predictor
+from mnist_desktop.core.torch_predictor import TorchPredictor
 from mnist_desktop.service.classify import (ClassifyOptions, ClassifySummary, Listed, ModelReady, Results,
                                             classify_job)
 from mnist_desktop.service.models import LoadedPredictor, ModelChoice, load_predictor

@@ -100,7 +100,7 @@ def test_bundled_model_reads_generated_digits():
     through the stroke path, and > 90% of 100 clean renders through the image path."""
     import torch
 
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     torch.set_num_threads(1)
     predictor = TorchPredictor.from_file(default_model_path(), device="cpu")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mnist_desktop.core.checkpoint import load_model, read_meta
-from mnist_desktop.core.predictor import TorchPredictor
+from mnist_desktop.core.torch_predictor import TorchPredictor
 from training import cli
 from training.config import AugmentConfig, ConfigError, TrainConfig
 from training.engine import StepFunction, train

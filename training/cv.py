@@ -127,7 +127,7 @@ def summarize(run_dirs: dict[int, Path], drawings: int = 0, threads: int = 1) ->
 def _drawings(model_path: Path, n: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
     from training import robustness
 
     torch.set_num_threads(max(1, threads))

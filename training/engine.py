@@ -661,7 +661,7 @@ class _Run:
     def execute(self, config: TrainConfig | None, resume, device: str | None) -> Iterator[Event]:
         import torch
 
-        from mnist_desktop.core.predictor import resolve_device
+        from mnist_desktop.core.torch_predictor import resolve_device
 
         if resume is not None:
             resume = Path(resume)

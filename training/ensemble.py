@@ -47,7 +47,7 @@ def fold_files(paths: list[str | Path], description: str | None = None):
     unusable files."""
     from mnist_desktop.core.checkpoint import ModelMeta, UncertaintyRule, load_model
     from mnist_desktop.core.models import fold_ensemble
-    from mnist_desktop.core.export import file_sha256
+    from mnist_desktop.core.onnx_predictor import file_sha256
 
     if len(paths) < 2:
         raise EnsembleError("an ensemble needs at least two member models")

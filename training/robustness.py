@@ -40,7 +40,8 @@ from mnist_desktop.core.checkpoint import LoadedModel, load_model, save_model
 from mnist_desktop.core.data import load_idx_folder
 from mnist_desktop.core.metrics import expected_calibration_error
 from mnist_desktop.core.paths import default_model_path
-from mnist_desktop.core.predictor import TorchPredictor, Predictor, apply_uncertainty
+from mnist_desktop.core.predictor import Predictor, apply_uncertainty
+from mnist_desktop.core.torch_predictor import TorchPredictor
 from mnist_desktop.core.preprocess import preprocess
 
 GOALS = {"synthetic_gap_points": 1.0, "nondigit_flag_rate": 0.90, "test_flag_rate": 0.01, "test_ece": 0.015}

@@ -40,7 +40,7 @@ def single_image_latency_ms(model_path: str | Path, iterations: int = 500, backe
     import numpy as np
     import torch
 
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -78,7 +78,7 @@ def measure_model(model_path: str | Path, data: str) -> dict[str, Any]:
     from mnist_desktop.core.data import load_idx_folder
     from mnist_desktop.core.metrics import classification_report
     from mnist_desktop.core.models import count_parameters
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     pred = TorchPredictor.from_file(model_path, "cpu")
     test = load_idx_folder(data, "test")

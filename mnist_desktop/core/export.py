@@ -9,7 +9,6 @@ way round.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,19 +18,8 @@ import numpy as np
 
 from mnist_desktop.core.checkpoint import META_KEY, CheckpointError, LoadedModel, ModelMeta, atomic_write, \
     atomic_write_bytes
+from mnist_desktop.core.onnx_predictor import SOURCE_KEY, file_sha256  # noqa: F401 (re-exported)
 from mnist_desktop.core.preprocess import normalize
-
-#: The ``metadata_props`` key of an ONNX copy naming the model file it came from.
-SOURCE_KEY = "mnist_desktop.source_sha256"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def export_torchscript(loaded: LoadedModel, path: str | os.PathLike, atol: float = 1e-5) -> Path:
     """Export to TorchScript (metadata embedded as an extra file) and verify parity."""

@@ -29,6 +29,7 @@ with the CPU they were measured on.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -36,11 +37,21 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_desktop.core.checkpoint import META_KEY, CheckpointError, ModelMeta
-from mnist_desktop.core.export import SOURCE_KEY, file_sha256
+from mnist_desktop.core.model_meta import META_KEY, CheckpointError, ModelMeta
 from mnist_desktop.core.predictor import PredictMixin
 from mnist_desktop.core.preprocess import PreprocessOptions, normalize
 
+
+#: The ``metadata_props`` key of an ONNX copy naming the SHA-256 of the model file it came from.
+SOURCE_KEY = "mnist_desktop.source_sha256"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class OnnxUnavailable(RuntimeError):

@@ -128,7 +128,7 @@ def onnx_wanted(device: str) -> bool:
 
 
 def _torch(path: Path, device: str) -> Predictor:
-    from mnist_desktop.core.predictor import TorchPredictor
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
     return TorchPredictor.from_file(path, device)
 

@@ -189,7 +189,7 @@ def test_card_says_which_runs_were_reused_and_drops_them_from_scratch():
 
 
 def test_documented_full_mnist_command_runs_on_a_torchvision_root(mnist_dir, mnist_train5k, tmp_path, no_network):
-    """docs/MODELS.md's 60k command (``--data torchvision:mnist --data-root DIR``) end to end on
+    """docs/results/MODELS.md's 60k command (``--data torchvision:mnist --data-root DIR``) end to end on
     a pre-filled torchvision root (this machine cannot download): training, calibration on the
     recorded split of that data, the ONNX copy and a card whose from-scratch command keeps
     the torchvision data."""
@@ -214,6 +214,7 @@ def test_documented_full_mnist_command_runs_on_a_torchvision_root(mnist_dir, mni
     assert "torchvision:mnist" in text and str(tmp_path / "root") in text
     report = json.loads(out.with_suffix(".robustness.json").read_text())
     assert "torchvision:mnist" in report["calibration"]["validation"]["split"]   # 10% of the 1,000, not train-5k
+    assert report["written_by"].startswith("python -m training.robustness --model ")  # names its command
     assert out.with_suffix(".onnx").exists()
     card = out.with_suffix(".md").read_text()
     assert "python -m training.flagship --data torchvision:mnist --test-data ../shared/data/mnist --teachers 1" in card

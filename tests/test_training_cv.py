@@ -119,13 +119,15 @@ def test_run_with_outlier_exposure_and_folds(mnist_dir, tmp_path):
 def test_cross_validation_command(mnist_dir, tmp_path, capsys):
     from training import cv
 
-    rc = cv.main(["--folds", "2", "--jobs", "2", "--output", str(tmp_path), "--name", "t", "--",
+    rc = cv.main(["--folds", "2", "--jobs", "2", "--output", str(tmp_path), "--summary-dir", str(tmp_path),
+                  "--name", "t", "--",
                   "--recipe", "mlp", "--data", str(mnist_dir), "--limit", "200", "--epochs", "1",
                   "--threads", "1"])
     assert rc == 0
     summary = json.loads((tmp_path / "t.cv.json").read_text())
     assert summary["n"] == 200 and len(summary["folds"]) == 2     # every sample validated once
     assert 0 <= summary["oof_accuracy"] <= 1
+    assert summary["written_by"].startswith("python -m training.cv --folds 2 ")   # names its command
     assert "out-of-fold accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cv.main(["--name", "x", "--", "--test-data", "y"])

@@ -13,8 +13,10 @@ stroke-drawn digits (the ``calibration`` seeds of :mod:`training.synth`, never
 the evaluation seeds), through both the stroke and the image path.
 
 The summary (out-of-fold accuracy, per-fold figures, per-class recall, drawings) is
-printed and written to ``<output>/<name>.cv.json``. The test set is never touched: leave
-``--test-data`` out of the command.
+printed and written to ``<summary-dir>/<name>.cv.json`` (default ``docs/results/cv``,
+where ``python -m training.zoo`` renders it; the fold runs stay under ``--output``). It
+records the training command (``command``) and the cross-validation command that wrote it
+(``written_by``). The test set is never touched: leave ``--test-data`` out of the command.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -151,6 +154,7 @@ def print_summary(name: str, s: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    written_by = shlex.join(["python", "-m", "training.cv", *argv])
     train_args: list[str] = []
     if "--" in argv:
         i = argv.index("--")
@@ -160,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at the same time")
     ap.add_argument("--only", type=int, nargs="*", help="run only these folds")
-    ap.add_argument("--output", default="runs/cv", help="folder of the fold runs and the summary")
+    ap.add_argument("--output", default="runs/cv", help="folder of the fold runs")
+    ap.add_argument("--summary-dir", default="docs/results/cv",
+                    help="folder of the summary NAME.cv.json (training.zoo renders docs/results/cv)")
     ap.add_argument("--name", required=True, help="name of this variant")
     ap.add_argument("--drawings", type=int, default=0,
                     help="also measure each fold model on this many generated drawings (calibration seeds)")
@@ -181,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dirs = run_folds(train_args, args.folds, args.jobs, out, args.name, args.only)
     summary = summarize(run_dirs, args.drawings, args.threads)
     summary["command"] = train_args
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.name}.cv.json"
+    summary["written_by"] = written_by
+    summary_dir = Path(args.summary_dir)
+    summary_dir.mkdir(parents=True, exist_ok=True)
+    path = summary_dir / f"{args.name}.cv.json"
     path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print_summary(args.name, summary)
     log(f"wrote {path}")

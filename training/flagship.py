@@ -28,7 +28,7 @@ Stages
 
 On the full 60,000-image MNIST (downloaded by torchvision) the same command is
 ``python -m training.flagship --data torchvision:mnist --data-root DIR --test-data DIR/...``;
-see ``docs/MODELS.md``.
+see ``docs/results/MODELS.md``.
 """
 
 from __future__ import annotations
@@ -261,10 +261,10 @@ def model_card(model_path: Path, report: dict[str, Any], command: str) -> str:
         *([f"- Member {i + 1} (`{m['file']}`, sha256 {m['sha256'][:12]}): " + _recipe_words(m["config"])
            for i, m in enumerate(members)] if members else ["- " + _recipe_words(cfg)]),
         "- Thickness and European-stroke augmentation were chosen by 5-fold cross-validation on the",
-        "  training subset (`python -m training.cv`, figures in `docs/MODELS.md`), not on the test set.",
+        "  training subset (`python -m training.cv`, figures in `docs/results/MODELS.md`), not on the test set.",
         f"  The flags' angle ({FLAG_MIN_DEG:.0f}-60 degrees below level, was 25-60 in the cross-validation)",
         "  was narrowed after the previous model's test measurement showed 7s read as 1s: a",
-        "  test-informed change, disclosed in `docs/cv/decision.md`.",
+        "  test-informed change, disclosed in `docs/decisions/0002-european-flag-angle.md`.",
         f"- Outlier exposure during {'each member' + chr(39) + 's' if members else 'the same'} training: "
         f"{cfg.get('outlier_images')} generated non-digits "
         f"(train seeds {cfg.get('seed')}), as many per step as digits, weight {cfg.get('outlier_weight')}; "

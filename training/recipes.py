@@ -66,7 +66,7 @@ def _flagship() -> TrainConfig:
     # shear + elastic + stroke thickness + European 1s and 7s), 60 epochs. The shipped model
     # is this recipe distilled from wider teachers with outlier exposure and calibration
     # (`python -m training.flagship`). Thickness and European strokes were chosen by 5-fold
-    # cross-validation on the 5k training subset (docs/MODELS.md), never on the test set.
+    # cross-validation on the 5k training subset (docs/results/MODELS.md), never on the test set.
     return TrainConfig(recipe="flagship", arch="flagship", arch_args={"width": 16}, epochs=60,
                        batch_size=128, optimizer="adamw", learning_rate=3e-3, weight_decay=5e-4,
                        scheduler="onecycle", scheduler_args={"pct_start": 0.3},

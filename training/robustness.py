@@ -10,7 +10,7 @@ Measures a model file on
 
 With ``--calibrate --output MODEL`` it first fits the temperature on the validation split
 of the 5k training subset (indices ``numpy.random.default_rng(VAL_SEED).permutation(5000)
-[:500]``, as ``scripts/train_starter.py`` holds them out) and the uncertainty rule with
+[:500]``, as the first bundled model's training script held them out) and the uncertainty rule with
 :func:`training.calibration.choose_threshold` on those digits plus generated
 calibration non-digits, then writes the same weights with the new rule and all figures in
 ``meta.metrics`` to MODEL, and reports on that file. The test set never feeds a choice.
@@ -18,7 +18,8 @@ calibration non-digits, then writes the same weights with the new rule and all f
     python -m training.robustness                      # the bundled model
     python -m training.robustness --model m.safetensors --calibrate --output m-cal.safetensors
 
-The JSON goes to ``--json`` (default: beside the reported model, ``<model>.robustness.json``).
+The JSON goes to ``--json`` (default: beside the reported model, ``<model>.robustness.json``)
+and names the command that wrote it (``written_by``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def validation_split(data: str, seed: int, size: int, meta=None) -> tuple[np.nda
     and exactly those samples are used, so calibration never sees a training image, whether
     the model learned from the 5k subset or from torchvision's 60k. Otherwise the first
     ``size`` of ``default_rng(seed).permutation(5000)`` of ``data``'s 5k subset, the
-    convention of ``scripts/train_starter.py``.
+    convention of the first bundled model's training script.
     """
     tr = _recorded_config(meta)
     if tr.get("data") and "val_fraction" in tr and "seed" in tr:
@@ -355,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     report["synthetic_digits"] = digit_report(predictor, args.n_digits, args.digit_seed)
     report["summary"] = summarize(report)
     report["seconds"] = round(time.time() - t_start, 1)
+    report["written_by"] = "python -m training.robustness " + " ".join(argv)
     if args.calibrate:
         write_calibrated(args, report)
     json_path = Path(args.json) if args.json else report_path.with_name(report_path.name + ".robustness.json")

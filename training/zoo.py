@@ -1,19 +1,23 @@
 """Train every reference recipe on the same data and write the results table.
 
-    python -m training.zoo --data ../shared/data/mnist --output docs/MODELS.md
+    python -m training.zoo --data ../shared/data/mnist     # -> docs/results/MODELS.md, models.json
 
 Each recipe runs with its published settings (:mod:`training.recipes`) through the same
 training engine as ``python -m training``; validation comes from the training data, and
 the test set is measured once per model at the end. The table lists test accuracy, macro
 F1, calibration error, parameters, training time on this machine and single-image CPU
 latency (one thread, median). The shipped default model is measured the same way and
-listed beside them.
+listed beside them. The table's first line names the command that wrote it; the figures
+also go to ``docs/results/models.json``. The cross-validation summaries in
+``docs/results/cv`` (``python -m training.cv``) get a section of their own, with links to
+the decision records in ``docs/decisions``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -137,8 +141,9 @@ def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def cv_section(folder: Path) -> list[str]:
-    """Markdown for the cross-validation summaries (``python -m training.cv``) in ``folder``."""
+def cv_section(folder: Path, decisions: Path | None = None, links_from: Path = Path(".")) -> list[str]:
+    """Markdown for the cross-validation summaries (``python -m training.cv``) in ``folder``,
+    followed by the list of decision records in ``decisions`` (see :func:`decisions_section`)."""
     summaries = sorted(Path(folder).glob("*.cv.json")) if folder and Path(folder).is_dir() else []
     if not summaries:
         return []
@@ -159,13 +164,26 @@ def cv_section(folder: Path) -> list[str]:
                      f"{100 * s.get('drawings_stroke', float('nan')):.2f}% | "
                      f"{100 * s.get('drawings_image', float('nan')):.2f}% | "
                      + ", ".join(f"{k} {100 * v:.0f}%" for k, v in weakest) + " |")
-    decision = Path(folder) / "decision.md"
-    if decision.is_file():
-        lines += ["", decision.read_text(encoding="utf-8").strip()]
+    return lines + [""] + decisions_section(decisions, links_from)
+
+
+def decisions_section(folder: Path | None, links_from: Path = Path(".")) -> list[str]:
+    """Markdown list of the decision records (``NNNN-*.md``, title from the first line) in
+    ``folder``, linked relative to ``links_from`` (the folder of the file that lists them)."""
+    records = sorted(Path(folder).glob("[0-9][0-9][0-9][0-9]-*.md")) if folder and Path(folder).is_dir() else []
+    if not records:
+        return []
+    lines = ["## Decisions", "",
+             "The choice above and every default model's shipping rule, written before the run it",
+             f"decided on, with its outcome (`{Path(folder).as_posix()}/`):", ""]
+    for path in records:
+        title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+        lines.append(f"- [{title}]({Path(os.path.relpath(path, links_from)).as_posix()})")
     return lines + [""]
 
 
-def markdown(rows: list[dict[str, Any]], data: str, command: str, cv_dir: Path | None = None) -> str:
+def markdown(rows: list[dict[str, Any]], data: str, command: str, cv_dir: Path | None = None,
+             decisions_dir: Path | None = None, links_from: Path = Path(".")) -> str:
     lines = [
         "# Model zoo: results on MNIST from 5,000 training images",
         "",
@@ -206,7 +224,8 @@ def markdown(rows: list[dict[str, Any]], data: str, command: str, cv_dir: Path |
               "machine's, about 12 times the 5k run's 1.6 hours (about 20 hours); training runs on a",
               "CUDA GPU when there is one (`--device auto`, the default; `--device cuda` insists). Runs",
               "resume: pass a stopped run's folder to `--teacher-runs` / `--student-run`.", ""]
-    lines += cv_section(cv_dir) if cv_dir else []
+    lines += (cv_section(cv_dir, decisions_dir, links_from) if cv_dir
+              else decisions_section(decisions_dir, links_from))
     return "\n".join(lines)
 
 
@@ -231,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0 = default)")
     ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (quick look)")
     ap.add_argument("--shipped", default=None, help="also list this model file (default: the bundled model)")
-    ap.add_argument("--output", default="docs/MODELS.md")
-    ap.add_argument("--json", default="docs/models.json", help="also write the figures as JSON here")
-    ap.add_argument("--cv", default="docs/cv", help="folder of cross-validation summaries to include")
+    ap.add_argument("--output", default="docs/results/MODELS.md", help="the results table (markdown)")
+    ap.add_argument("--json", default="docs/results/models.json", help="also write the figures as JSON here")
+    ap.add_argument("--cv", default="docs/results/cv", help="folder of cross-validation summaries to include")
+    ap.add_argument("--decisions", default="docs/decisions", help="folder of decision records to list")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the recipes already measured in --json instead of training them again")
     args = ap.parse_args(argv)
@@ -270,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shipped: test accuracy {100 * r['accuracy']:.2f}%", flush=True)
     command = "python -m training.zoo " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
                                                    if a not in ("--reuse",))
-    text = markdown(rows, args.data, command.strip(), Path(args.cv) if args.cv else None)
     out = Path(args.output)
+    text = markdown(rows, args.data, command.strip(), Path(args.cv) if args.cv else None,
+                    Path(args.decisions) if args.decisions else None, out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     if args.json:

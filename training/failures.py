@@ -1,0 +1,82 @@
+"""How a run ends when it cannot go on: :class:`TrainingError` and the one-line
+:class:`~training.events.Failed` event every exception becomes.
+
+:func:`training.run.train` never raises for bad data, NaN loss or out-of-memory: it ends its
+stream with the event :func:`failed_event` makes, and keeps a traceback only for the
+unexpected (``error.log`` in the run folder).
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from mnist_desktop.core.data import DataError
+from training.config import ConfigError
+from training.events import Failed
+
+
+class TrainingError(Exception):
+    """Stops a run with a :class:`Failed` event of ``kind`` and a one-line ``message``."""
+
+    def __init__(self, kind: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.kind, self.message, self.hint = kind, message, hint
+
+
+class RunCancelled(Exception):
+    """Raised internally when ``should_cancel`` returns True outside the step loop."""
+
+
+def failed_event(e: Exception, run_dir: Path | None, resumable: bool, device: str | None,
+                 batch_size: int) -> Failed:
+    """The :class:`Failed` event that ends a run stopped by ``e``.
+
+    Parameters
+    ----------
+    e
+        The exception, still being handled (its traceback goes to ``error.log`` when it is
+        none of the known kinds).
+    run_dir
+        The run folder, or None when none was made yet.
+    resumable
+        Whether the folder holds a ``state.pt`` to resume from.
+    device, batch_size
+        For the out-of-memory message and hint.
+    """
+    dir_str = str(run_dir) if run_dir is not None else None
+    if isinstance(e, TrainingError):
+        return Failed(kind=e.kind, message=e.message, hint=e.hint, run_dir=dir_str, resumable=resumable)
+    if isinstance(e, (DataError, ConfigError)):
+        kind = "data" if isinstance(e, DataError) else "config"
+        return Failed(kind=kind, message=str(e), run_dir=dir_str, resumable=resumable)
+    return _unexpected_failure(e, run_dir, resumable, device, batch_size)
+
+
+def _unexpected_failure(e: Exception, run_dir: Path | None, resumable: bool, device: str | None,
+                        batch_size: int) -> Failed:
+    import torch
+
+    dir_str = str(run_dir) if run_dir is not None else None
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in first.lower() or isinstance(e, MemoryError):
+        bs = batch_size
+        return Failed(kind="out_of_memory", message=f"out of memory on {device or 'the device'} "
+                      f"(batch size {bs})", hint=f"try a smaller --batch-size (e.g. {max(1, bs // 2)}) "
+                      "or --device cpu", run_dir=dir_str, resumable=resumable)
+    from mnist_desktop.core.checkpoint import CheckpointError
+
+    if isinstance(e, (OSError, CheckpointError)):
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first
+        return Failed(kind="io", message=f"cannot write run files: {reason}",
+                      hint="check free disk space and permissions of the output folder",
+                      run_dir=dir_str, resumable=resumable)
+    hint = ""
+    if run_dir is not None:
+        try:
+            (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            hint = f"details in {run_dir / 'error.log'}"
+        except OSError:
+            pass
+    return Failed(kind="internal", message=f"{type(e).__name__}: {first}", hint=hint,
+                  run_dir=dir_str, resumable=resumable)

@@ -413,6 +413,18 @@ def test_decoding_workers_never_import_torch_or_qt(tmp_path, predictor):
     assert r.error == "clean"
 
 
+def test_the_worker_side_imports_neither_torch_nor_qt():
+    """Worker processes import the decoding module (and so the whole package) by name."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import mnist_desktop.core.batch.decoding\n"
+            "print(','.join(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == ""
+
+
 def test_bytes_and_non_utf8_paths(tmp_path, mnist_test, predictor):
     folder = os.fsencode(tmp_path)
     path = folder + b"/" + NON_UTF8
@@ -607,7 +619,7 @@ def test_cli_json_output_and_bad_options(mixed, default_model, tmp_path, capsys)
 def test_small_files_are_read_in_one_call_that_never_blocks(tmp_path, mnist_test):
     """The one-call read of small files gives up (and lets Pillow read and report) when
     the file changed size since it was stat'ed, and never waits on a FIFO that replaced it."""
-    from mnist_desktop.core.batch import _read_small
+    from mnist_desktop.core.batch.decoding import _read_small
 
     p = tmp_path / "a.png"
     data = png_bytes(mnist_test.images[0])

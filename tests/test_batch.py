@@ -425,6 +425,36 @@ def test_the_worker_side_imports_neither_torch_nor_qt():
     assert out.stdout.strip() == ""
 
 
+def report_priority(paths, options):
+    """Decoder for the test below: its worker process's nice value and scheduling policy."""
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
+    return np.empty((0, 28, 28), np.float32), [f"{os.nice(0)} {policy}"] * len(paths)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="nice values are POSIX")
+def test_decoding_workers_run_below_the_callers_priority(tmp_path, predictor):
+    """Batch workers leave the GUI process its core: every worker runs niced (and under
+    SCHED_BATCH where Linux has it), the calling process keeps its priority."""
+    from mnist_desktop.core.batch.decoding import WORKER_NICENESS
+
+    parent = os.nice(0)
+    if parent >= 19:
+        pytest.skip("this process already runs at the lowest priority")
+    for i in range(8):
+        (tmp_path / f"{i}.png").write_bytes(b"x")
+    results = [r for c in classify_chunks(sorted(tmp_path.iterdir()), predictor, workers=2, batch_size=1,
+                                          decode_fn=report_priority) for r in c]
+    assert len(results) == 8
+    for r in results:
+        nice, policy = map(int, r.error.split())
+        assert nice > parent and nice == min(19, parent + WORKER_NICENESS), (parent, r.error)
+        if hasattr(os, "SCHED_BATCH"):
+            assert policy == os.SCHED_BATCH, r.error
+    assert os.nice(0) == parent
+    if hasattr(os, "sched_getscheduler"):
+        assert os.sched_getscheduler(0) != getattr(os, "SCHED_BATCH", None)
+
+
 def test_bytes_and_non_utf8_paths(tmp_path, mnist_test, predictor):
     folder = os.fsencode(tmp_path)
     path = folder + b"/" + NON_UTF8

@@ -23,6 +23,11 @@ import numpy as np
 from mnist_desktop.core.preprocess import (SIZE, EmptyInputError, ImageReadError, PreprocessOptions,
                                            fits_small_batch, image_to_gray, load_image, preprocess,
                                            preprocess_small_batch)
+from mnist_desktop.core.priority import lower_priority
+
+# Added to a worker's nice value: the GUI process (canvas, live prediction) keeps its
+# core while a batch run uses every other cycle.
+WORKER_NICENESS = 10
 
 
 def decode_one(path: str, options: PreprocessOptions) -> tuple[np.ndarray | None, str | None]:
@@ -249,7 +254,9 @@ def timed(fn, paths: Sequence[str], options: PreprocessOptions) -> tuple[float, 
 
 
 def worker_init() -> None:
-    """Initializer of every decoding worker process: one thread for numpy."""
+    """Initializer of every decoding worker process: below the GUI's priority, one
+    thread for numpy."""
+    lower_priority(WORKER_NICENESS)
     # Decoding is single-threaded work per process; keep numpy's BLAS from spawning
     # threads that would fight the parent's inference for the same cores.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

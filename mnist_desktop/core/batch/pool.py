@@ -1,7 +1,8 @@
 """The process pool that decodes chunks: start method, worker count and a pool that
 survives a dead worker and shuts down at once.
 
-The workers run functions of :mod:`mnist_desktop.core.batch.decoding` only.
+The workers run functions of :mod:`mnist_desktop.core.batch.decoding` only (its
+:func:`~mnist_desktop.core.batch.decoding.worker_init` lowers their priority).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from mnist_desktop.core.batch import decoding
 
 
 def default_workers() -> int:
-    """One decoding process per usable core."""
+    """One decoding process per usable core. Also for the GUI: the workers run at a lower
+    priority (:func:`~mnist_desktop.core.batch.decoding.worker_init`), so they take only
+    the CPU time the GUI process leaves idle."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

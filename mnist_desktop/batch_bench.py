@@ -288,7 +288,7 @@ def model_alone_us(model_path, backend: str, batch: int, seconds: float = 2.0) -
     """Microseconds per image of the model alone, as the engine runs it (batches of
     ``batch``, one thread: what each decoding worker gives it): the ceiling the model
     puts on the engine, whatever decoding costs, is ``cores / this``."""
-    from mnist_desktop.core.batch import _Inference
+    from mnist_desktop.core.batch.inference import _Inference
 
     predictor, precision = load_backend(model_path, backend)
     infer = _Inference(predictor, 1, precision)
@@ -312,7 +312,8 @@ def decode_alone_us(folder: Path, n: int = 500) -> float:
     preprocessing speed-up can reach."""
     import io
 
-    from mnist_desktop.core.batch import _gray_png, collect_files
+    from mnist_desktop.core.batch import collect_files
+    from mnist_desktop.core.batch.decoding import _gray_png
     from mnist_desktop.core.preprocess import load_image
 
     datas = []

@@ -413,6 +413,48 @@ def test_decoding_workers_never_import_torch_or_qt(tmp_path, predictor):
     assert r.error == "clean"
 
 
+def test_the_worker_side_imports_neither_torch_nor_qt():
+    """Worker processes import the decoding module (and so the whole package) by name."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import mnist_desktop.core.batch.decoding\n"
+            "print(','.join(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == ""
+
+
+def report_priority(paths, options):
+    """Decoder for the test below: its worker process's nice value and scheduling policy."""
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
+    return np.empty((0, 28, 28), np.float32), [f"{os.nice(0)} {policy}"] * len(paths)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="nice values are POSIX")
+def test_decoding_workers_run_below_the_callers_priority(tmp_path, predictor):
+    """Batch workers leave the GUI process its core: every worker runs niced (and under
+    SCHED_BATCH where Linux has it), the calling process keeps its priority."""
+    from mnist_desktop.core.batch.decoding import WORKER_NICENESS
+
+    parent = os.nice(0)
+    if parent >= 19:
+        pytest.skip("this process already runs at the lowest priority")
+    for i in range(8):
+        (tmp_path / f"{i}.png").write_bytes(b"x")
+    results = [r for c in classify_chunks(sorted(tmp_path.iterdir()), predictor, workers=2, batch_size=1,
+                                          decode_fn=report_priority) for r in c]
+    assert len(results) == 8
+    for r in results:
+        nice, policy = map(int, r.error.split())
+        assert nice > parent and nice == min(19, parent + WORKER_NICENESS), (parent, r.error)
+        if hasattr(os, "SCHED_BATCH"):
+            assert policy == os.SCHED_BATCH, r.error
+    assert os.nice(0) == parent
+    if hasattr(os, "sched_getscheduler"):
+        assert os.sched_getscheduler(0) != getattr(os, "SCHED_BATCH", None)
+
+
 def test_bytes_and_non_utf8_paths(tmp_path, mnist_test, predictor):
     folder = os.fsencode(tmp_path)
     path = folder + b"/" + NON_UTF8
@@ -607,7 +649,7 @@ def test_cli_json_output_and_bad_options(mixed, default_model, tmp_path, capsys)
 def test_small_files_are_read_in_one_call_that_never_blocks(tmp_path, mnist_test):
     """The one-call read of small files gives up (and lets Pillow read and report) when
     the file changed size since it was stat'ed, and never waits on a FIFO that replaced it."""
-    from mnist_desktop.core.batch import _read_small
+    from mnist_desktop.core.batch.decoding import _read_small
 
     p = tmp_path / "a.png"
     data = png_bytes(mnist_test.images[0])

@@ -80,7 +80,8 @@ def test_decode_chunk_matches_decode_one(mnist_test, tmp_path):
 def test_bf16_inference_stays_close_to_fp32(mnist_test, default_model, tmp_path):
     import torch
 
-    from mnist_desktop.core.batch import _Inference, classify_files
+    from mnist_desktop.core.batch import classify_files
+    from mnist_desktop.core.batch.inference import _Inference
     from mnist_desktop.core.torch_predictor import TorchPredictor
 
     predictor = TorchPredictor.from_file(default_model, "cpu")
@@ -185,22 +186,22 @@ def test_gray_png_fast_path_reads_like_pillow(mnist_test):
     bit, small or large, and anything the fast path does not serve goes to Pillow (None)."""
     import io
 
-    from mnist_desktop.core import batch
+    from mnist_desktop.core.batch import decoding
     from mnist_desktop.core.preprocess import load_image
 
-    if batch._spng is None:
+    if decoding._spng is None:
         pytest.skip("pyspng is not installed (optional: Pillow decodes everything)")
     for i in range(50):
         data = _png(mnist_test.images[i], compress_level=i % 10)
-        fast = batch._gray_png(data)
+        fast = decoding._gray_png(data)
         slow = load_image(io.BytesIO(data))
         assert slow.mode == "L" and fast.dtype == np.uint8 and np.array_equal(fast, np.asarray(slow))
     big = np.asarray(Image.fromarray(mnist_test.images[1]).resize((300, 280), Image.BILINEAR))
-    assert np.array_equal(batch._gray_png(_png(big)), big)
+    assert np.array_equal(decoding._gray_png(_png(big)), big)
     im = Image.fromarray(big)
     b = io.BytesIO()
     im.save(b, "png", dpi=(300, 300))   # a pHYs chunk, as scanners write: still plain
-    assert np.array_equal(batch._gray_png(b.getvalue()), big)
+    assert np.array_equal(decoding._gray_png(b.getvalue()), big)
     img = mnist_test.images[0]
     # Transparency (alpha ink), EXIF (orientation, also as ImageMagick's text chunk),
     # colour, 16 bits, interlacing, very large images (Pillow's bomb limits), other formats
@@ -226,11 +227,11 @@ def test_gray_png_fast_path_reads_like_pillow(mnist_test):
         "empty": b"",
     }
     for name, data in others.items():
-        assert batch._gray_png(data) is None, name
+        assert decoding._gray_png(data) is None, name
 
 
 def test_fast_and_pillow_decoding_give_the_same_results(tmp_path, mnist_test, monkeypatch):
-    from mnist_desktop.core import batch
+    from mnist_desktop.core.batch import decoding
 
     paths = []
     for i in range(40):
@@ -245,7 +246,7 @@ def test_fast_and_pillow_decoding_give_the_same_results(tmp_path, mnist_test, mo
     (tmp_path / "bad.png").write_bytes(_png(mnist_test.images[0])[:70])
     paths.append(str(tmp_path / "bad.png"))
     fast = decode_chunk(paths, PreprocessOptions())
-    monkeypatch.setattr(batch, "_spng", None)
+    monkeypatch.setattr(decoding, "_spng", None)
     slow = decode_chunk(paths, PreprocessOptions())
     assert np.array_equal(fast[0], slow[0]) and fast[1] == slow[1]
     assert fast[1][-1] and "truncated" in fast[1][-1]

@@ -1,0 +1,85 @@
+"""Writing results as CSV or JSON: the columns (:func:`csv_header`, :func:`csv_row`,
+:func:`result_record`) and :func:`write_results`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from mnist_desktop.core.batch.results import FileResult, display_path
+from mnist_desktop.core.batch.store import ResultStore
+
+
+def csv_header(labels: Sequence[str], corrected: bool = False) -> list[str]:
+    """CSV columns: ``path, prediction, confidence, uncertain, error``, one ``p_<label>``
+    per class, then ``corrected_label`` when any label was corrected by hand."""
+    cols = ["path", "prediction", "confidence", "uncertain", "error"] + [f"p_{lab}" for lab in labels]
+    return cols + ["corrected_label"] if corrected else cols
+
+
+def csv_row(r: FileResult, corrected: bool = False) -> list[str]:
+    """One CSV row matching :func:`csv_header`."""
+    if r.probs is None:
+        row = [display_path(r.path), "", "", "", r.error or ""] + [""] * len(r.labels)
+    else:
+        row = ([display_path(r.path), r.prediction, f"{r.confidence:.6f}", str(r.uncertain).lower(), ""]
+               + [f"{p:.6f}" for p in r.probs])
+    return row + [r.corrected_label or ""] if corrected else row
+
+
+def result_record(r: FileResult, top_k: int = 3) -> dict:
+    """One JSON record: the CSV fields plus ``top_k``, ``true_label`` (when known from
+    the folder name) and ``corrected_label`` (when set by hand)."""
+    rec = {"path": display_path(r.path), "prediction": r.prediction or None,
+           "confidence": None if r.probs is None else round(r.confidence, 6),
+           "uncertain": None if r.probs is None else r.uncertain, "error": r.error,
+           "top_k": [{"label": lab, "probability": round(p, 6)} for lab, p in r.top_k(top_k)],
+           "probabilities": None if r.probs is None else
+           {lab: round(float(p), 6) for lab, p in zip(r.labels, r.probs)}}
+    if r.true_label is not None:
+        rec["true_label"] = r.true_label
+    if r.corrected_label is not None:
+        rec["corrected_label"] = r.corrected_label
+    return rec
+
+
+def write_results(path: str | os.PathLike, results: Iterable[FileResult], labels: Sequence[str],
+                  top_k: int = 3, corrected: bool | None = None) -> None:
+    """Write results as CSV or JSON (by suffix), atomically and streaming.
+
+    Parameters
+    ----------
+    results
+        :class:`FileResult` objects or a :class:`ResultStore`; rows are written one by
+        one, so 200,000 results never exist as one big string.
+    corrected
+        Add the ``corrected_label`` column. None: when any result has a correction
+        (``results`` must then be a sequence or a :class:`ResultStore`).
+    """
+    from mnist_desktop.core.checkpoint import atomic_write
+
+    if corrected is None:
+        if isinstance(results, ResultStore):
+            corrected = results.has_corrections
+        elif isinstance(results, Sequence):
+            corrected = any(r.corrected_label is not None for r in results)
+        else:
+            corrected = False
+    as_json = Path(path).suffix.lower() == ".json"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            if as_json:
+                f.write('{"labels": ' + json.dumps(list(labels)) + ', "results": [')
+                for n, r in enumerate(results):
+                    f.write(("\n " if n == 0 else ",\n ") + json.dumps(result_record(r, top_k)))
+                f.write("\n]}\n")
+            else:
+                w = csv.writer(f)
+                w.writerow(csv_header(labels, corrected))
+                w.writerows(csv_row(r, corrected) for r in results)
+
+    atomic_write(path, write)

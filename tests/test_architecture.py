@@ -61,3 +61,26 @@ def test_first_window_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO, env=env)
     assert out.stdout.strip() == ""
+
+
+def _tool(name: str) -> str:
+    """A console script of this environment (the venv's bin folder); the dev extras
+    install it, so a missing one fails rather than skips."""
+    path = Path(sys.executable).with_name(name)
+    assert path.exists(), f"{name} is not installed: pip install -e '.[dev]'"
+    return str(path)
+
+
+def test_import_linter_contracts_hold():
+    """The layers of pyproject.toml's [tool.importlinter]: ui -> service -> core; training
+    -> core; no Qt below the ui; no torch in the decoding workers' import graph."""
+    out = subprocess.run([_tool("lint-imports"), "--no-cache"], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+
+
+def test_ruff_passes():
+    out = subprocess.run([_tool("ruff"), "check", "--no-cache", "."], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from mnist_desktop.core.checkpoint import CheckpointError, read_meta
 from training.config import recorded_split_seed

@@ -231,19 +231,23 @@ class PeakMemory:
 
 # --------------------------------------------------------------------------- measurements
 
-def run_engine(folder: Path, predictor, workers: int | None, batch_size: int, precision: str = "fp32") -> dict:
-    """Listing + decoding + preprocessing + inference, results kept in a ResultStore."""
-    from mnist_desktop.core.batch import ResultStore, classify_with_progress, collect_files
+def run_engine(folder: Path, loaded, workers: int | None, batch_size: int) -> dict:
+    """Listing + decoding + preprocessing + inference through the service's classify job
+    (what ``mnist-desktop classify`` runs), results kept in a ResultStore."""
+    from mnist_desktop.core.batch import ResultStore
+    from mnist_desktop.service.classify import ClassifyOptions, Listed, Results, classify_job
 
-    labels = predictor.labels
+    labels = loaded.predictor.labels
+    options = ClassifyOptions(workers=workers, batch_size=batch_size)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        files = collect_files([folder])
-        t_list = time.perf_counter() - t0
         store = ResultStore(labels)
-        for prog in classify_with_progress(files, predictor, workers=workers, batch_size=batch_size,
-                                           folder_labels=labels, precision=precision):
-            store.extend(prog.results)
+        t_list = 0.0
+        for event in classify_job([folder], options, loaded=loaded):
+            if isinstance(event, Listed):
+                t_list = time.perf_counter() - t0
+            elif isinstance(event, Results):
+                store.extend(event.rows)
         elapsed = time.perf_counter() - t0
     rep = store.report()
     return {"n": len(store), "failed": store.failed, "seconds": elapsed, "listing_s": t_list,
@@ -252,36 +256,71 @@ def run_engine(folder: Path, predictor, workers: int | None, batch_size: int, pr
             "processes": mem.peak_processes, "cpu_s": mem.cpu_seconds}
 
 
+def run_window(folder: Path, model_path, workers: int | None) -> dict:
+    """The batch window (offscreen) classifying ``folder`` as a user would: its grid,
+    thumbnails and status line update while it runs. Timed from ``classify()`` to
+    ``runFinished``, with every result in the window's model."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    from mnist_desktop.ui.batch import BatchWindow
+
+    app = QApplication.instance() or QApplication([])
+    window = BatchWindow(str(model_path), "cpu", workers=workers)
+    window.show()
+    done: dict = {}
+    window.runFinished.connect(lambda cancelled: (done.update(t=time.perf_counter(), cancelled=cancelled),
+                                                  app.quit()))
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        window.classify([folder])
+        app.exec()
+    n = window.model.rowCount()
+    elapsed = done["t"] - t0
+    window.close()
+    return {"n": n, "failed": window.store.failed, "seconds": elapsed, "rate": n / elapsed,
+            "peak_rss_mb": mem.peak_rss_kb / 1024, "cpu_s": mem.cpu_seconds}
+
+
 BACKENDS = ("onnx", "onnx-int8", "torch", "torch-bf16")
 
 
 def load_backend(model_path, backend: str):
-    """The predictor and precision that ``classify`` uses for ``backend``."""
-    if backend in ("onnx", "onnx-int8"):
-        from mnist_desktop.core.onnx_predictor import OnnxPredictor, onnx_for
+    """The service's loaded model for ``backend``, as ``classify --precision`` gets it."""
+    from mnist_desktop.service.models import ModelChoice, load_predictor
 
-        precision = "int8" if backend == "onnx-int8" else "fp32"
-        return OnnxPredictor(onnx_for(model_path, precision=precision), source=model_path), "fp32"
-    from mnist_desktop.core.torch_predictor import TorchPredictor
+    precision = {"onnx": "fp32", "onnx-int8": "int8", "torch-bf16": "bf16"}.get(backend, "fp32")
+    if backend.startswith("torch") and backend != "torch-bf16":
+        from mnist_desktop.core.torch_predictor import TorchPredictor
+        from mnist_desktop.service.models import LoadedPredictor
 
-    return TorchPredictor.from_file(model_path, "cpu"), "bf16" if backend == "torch-bf16" else "fp32"
+        return LoadedPredictor(TorchPredictor.from_file(model_path, "cpu"))
+    return load_predictor(ModelChoice(model_path, "cpu", precision))
+
+
+def _bench_child(args: list[str]) -> dict:
+    import json
+    import subprocess
+
+    cmd = [sys.executable, "-m", "mnist_desktop.batch_bench", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{args[0]} failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def engine_in_child(folder: Path, model_path, backend: str, workers: int | None, batch_size: int) -> dict:
     """:func:`run_engine` in a fresh process that imports only what ``backend`` needs, so
     its memory figure is what ``mnist-desktop classify`` would use (torch, imported here
     for the baseline, is not counted for the ONNX Runtime backend)."""
-    import json
-    import subprocess
+    return _bench_child(["--engine-child", str(folder), "--backend", backend, "--model", str(model_path),
+                         "--batch-size", str(batch_size)] + (["--workers", str(workers)] if workers is not None else []))
 
-    cmd = [sys.executable, "-m", "mnist_desktop.batch_bench", "--engine-child", str(folder), "--backend", backend,
-           "--model", str(model_path), "--batch-size", str(batch_size)]
-    if workers is not None:
-        cmd += ["--workers", str(workers)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"engine ({backend}) failed: {out.stderr.strip()[-500:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+
+def window_in_child(folder: Path, model_path, workers: int | None) -> dict:
+    """:func:`run_window` in a fresh process, as a user's app would run it."""
+    return _bench_child(["--window-child", str(folder), "--model", str(model_path)]
+                        + (["--workers", str(workers)] if workers is not None else []))
 
 
 def model_alone_us(model_path, backend: str, batch: int, seconds: float = 2.0) -> float:
@@ -290,8 +329,8 @@ def model_alone_us(model_path, backend: str, batch: int, seconds: float = 2.0) -
     puts on the engine, whatever decoding costs, is ``cores / this``."""
     from mnist_desktop.core.batch.inference import _Inference
 
-    predictor, precision = load_backend(model_path, backend)
-    infer = _Inference(predictor, 1, precision)
+    loaded = load_backend(model_path, backend)
+    infer = _Inference(loaded.predictor, 1, loaded.precision if loaded.precision == "bf16" else "fp32")
     images = np.zeros((batch, 28, 28), np.float32)
     images[:, 6:22, 12:16] = 1.0   # a stroke: a digit's work, no shortcut for empty input
     try:
@@ -365,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default=",".join(BACKENDS),
                    help=f"comma-separated inference backends to measure (default {','.join(BACKENDS)}; "
                         "onnx is what classify uses on a CPU)")
+    p.add_argument("--window", action="store_true",
+                   help="also time the batch window (offscreen) on the same files, beside the classify "
+                        "path (fp32 ONNX Runtime, as the window runs it), and print the ratio")
     p.add_argument("--engine-child", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--window-child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--backend", default="onnx", help=argparse.SUPPRESS)
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds of engine + baseline, measured back to back (default 1); on a shared "
@@ -382,11 +425,15 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         prestart_workers(args.workers)   # as `mnist-desktop classify` does, before loading the model
-        predictor, precision = load_backend(args.model or default_model_path(), args.backend)
-        res = run_engine(args.engine_child, predictor, args.workers, args.batch_size or DEFAULT_BATCH_SIZE,
-                         precision)
+        loaded = load_backend(args.model or default_model_path(), args.backend)
+        res = run_engine(args.engine_child, loaded, args.workers, args.batch_size or DEFAULT_BATCH_SIZE)
         res["command_s"] = time.perf_counter() - t0
         print(json.dumps(res))
+        return 0
+    if args.window_child:
+        import json
+
+        print(json.dumps(run_window(args.window_child, args.model or default_model_path(), args.workers)))
         return 0
     from mnist_desktop.core.torch_predictor import TorchPredictor
 
@@ -438,6 +485,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"(= {cpu_rates[backend][-1]:,.0f} img/s if {cores} cores were ours alone); "
                       f"peak memory, this process + {eng['processes'] - 1} child processes: "
                       f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB; "
+                      f"load average {os.getloadavg()[0]:.2f}", flush=True)
+            if args.window:
+                win = window_in_child(folder, model_path, args.workers)
+                cli_rate = rates["onnx"][-1] if "onnx" in rates and rates["onnx"] else float("nan")
+                print(f"{kind}, batch window (offscreen, grid and thumbnails live), {win['n']:,} files: "
+                      f"{win['rate']:,.0f} img/s ({win['seconds']:.2f} s; {win['failed']} failed) -> window / "
+                      f"classify path (onnx) = {win['rate'] / cli_rate:.2f}; peak RSS {win['peak_rss_mb']:.0f} MB; "
                       f"load average {os.getloadavg()[0]:.2f}", flush=True)
             if args.baseline_files:
                 # One thread: a single 28x28 forward gains nothing from more, and idle OpenMP

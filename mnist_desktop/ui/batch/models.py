@@ -17,6 +17,16 @@ from mnist_desktop.core.batch import ResultStore, display_path
 
 StoreRole = Qt.UserRole + 1     # the row's index in the ResultStore
 
+# data() runs for every visible cell on every repaint: PySide6 resolves each ``Qt.X``
+# attribute through its enum machinery (~8 us each), so the roles it compares are looked
+# up once here. Brushes are made once too.
+_DISPLAY, _EDIT, _DECORATION = Qt.DisplayRole, Qt.EditRole, Qt.DecorationRole
+_TOOLTIP, _FOREGROUND, _BACKGROUND = Qt.ToolTipRole, Qt.ForegroundRole, Qt.BackgroundRole
+_TEXTALIGNMENT = Qt.TextAlignmentRole
+_RIGHT_ALIGNED = int(Qt.AlignRight | Qt.AlignVCenter)
+_ERROR_BRUSH = QBrush(QColor("#b00020"))
+_UNCERTAIN_BRUSH = QBrush(QColor(255, 200, 0, 60))
+
 
 class Column:
     FILE, PREDICTION, CONFIDENCE, UNCERTAIN, TRUE, CORRECTED, ERROR = range(7)
@@ -94,7 +104,7 @@ class BatchResultModel(QAbstractTableModel):
             f |= Qt.ItemIsEditable
         return f
 
-    def data(self, index, role=Qt.DisplayRole):
+    def data(self, index, role=_DISPLAY):
         if not index.isValid() or self.store is None:
             return None
         s = self.store
@@ -102,22 +112,22 @@ class BatchResultModel(QAbstractTableModel):
         col = index.column()
         if role == StoreRole:
             return i
-        if role == Qt.DisplayRole:
+        if role == _DISPLAY:
             return self._display(i, col)
-        if role == Qt.EditRole and col == Column.CORRECTED:
+        if role == _EDIT and col == Column.CORRECTED:
             return s.corrected_label(i) or ""
-        if role == Qt.DecorationRole and col == Column.FILE and self.thumbnails is not None:
+        if role == _DECORATION and col == Column.FILE and self.thumbnails is not None:
             # no thumbnail for files that failed: they may be bombs, pipes or garbage
             return self.thumbnails.icon(i, s.path(i)) if s.ok(i) else self.thumbnails.broken_icon
-        if role == Qt.ToolTipRole:
+        if role == _TOOLTIP:
             tip = display_path(s.path(i))
             return tip + ("\n" + s.error(i) if not s.ok(i) else "")
-        if role == Qt.ForegroundRole and not s.ok(i):
-            return QBrush(QColor("#b00020"))
-        if role == Qt.BackgroundRole and s.ok(i) and s.uncertain[i]:
-            return QBrush(QColor(255, 200, 0, 60))
-        if role == Qt.TextAlignmentRole and col == Column.CONFIDENCE:
-            return int(Qt.AlignRight | Qt.AlignVCenter)
+        if role == _FOREGROUND and not s.ok(i):
+            return _ERROR_BRUSH
+        if role == _BACKGROUND and s.ok(i) and s.uncertain[i]:
+            return _UNCERTAIN_BRUSH
+        if role == _TEXTALIGNMENT and col == Column.CONFIDENCE:
+            return _RIGHT_ALIGNED
         return None
 
     def _display(self, i: int, col: int):

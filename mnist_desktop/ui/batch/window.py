@@ -28,7 +28,7 @@ from mnist_desktop.core.predictor import Predictor
 from mnist_desktop.service.classify import Listed, ModelReady, Note, Results
 from mnist_desktop.service.models import LoadedPredictor
 from mnist_desktop.ui.batch.loaders import THUMB, ImageLoader, array_to_qimage
-from mnist_desktop.ui.batch.models import BatchResultModel, Column, Filter, ResultFilterProxy
+from mnist_desktop.ui.batch.models import BatchResultModel, Column, Filter, ResultFilterProxy, StoreRole
 from mnist_desktop.ui.batch.worker import TaskRunner, classify_task
 
 
@@ -269,19 +269,32 @@ class SortDialog(QDialog):
         return "move" if self.move.isChecked() else "copy"
 
 
+#: Results reach the window at most this often (seconds): each delivery relayouts and
+#: repaints the grid, which would otherwise take CPU from the classification itself.
+RESULT_INTERVAL = 0.25
+
+
 class _GridDelegate(QStyledItemDelegate):
-    """Grid cells read 'prediction  confidence' under the thumbnail, not the path."""
+    """Grid cells read 'prediction  confidence' under the thumbnail, not the path.
+
+    The text comes straight from the window's ResultStore (one model call for the row's
+    store index): this runs for every visible cell on every repaint while results stream
+    in, and each model call through the proxy is a Python round trip."""
+
+    def __init__(self, window: "BatchWindow", parent=None):
+        super().__init__(parent)
+        self._window = window
 
     def initStyleOption(self, option, index):
         super().initStyleOption(option, index)
-        model = index.model()
-        pred = model.index(index.row(), Column.PREDICTION).data()
-        conf = model.index(index.row(), Column.CONFIDENCE).data()
-        corr = model.index(index.row(), Column.CORRECTED).data()
-        option.text = (f"{pred} → {corr}" if corr else f"{pred}  {conf}") if pred else "error"
+        store = self._window.store
+        i = index.data(StoreRole)
+        if store is None or i is None or not store.ok(i):
+            option.text = "error"
+            return
+        pred, corr = store.prediction(i), store.corrected_label(i)
+        option.text = f"{pred} → {corr}" if corr else f"{pred}  {100 * float(store.confidence[i]):.1f}%"
 
-
-# --------------------------------------------------------------------------- the window
 
 class BatchWindow(QMainWindow):
     """Batch-classify folders and files, review, correct, export and sort the results.
@@ -392,7 +405,7 @@ class BatchWindow(QMainWindow):
         self.grid.setMovement(QListView.Static)
         self.grid.setDragEnabled(False)
         self.grid.setSelectionMode(QAbstractItemView.ExtendedSelection)
-        self.grid.setItemDelegate(_GridDelegate(self.grid))
+        self.grid.setItemDelegate(_GridDelegate(self, self.grid))
 
         self.table = QTableView(objectName="table")
         self.table.setModel(self.proxy)
@@ -459,7 +472,8 @@ class BatchWindow(QMainWindow):
         self.proxy.set_filter(Filter.ALL)
         self._sync_filter_box()
         task = classify_task(self._inputs, self._loaded or self._model_source, self._device,
-                             recursive=self.recursive.isChecked(), workers=self._workers)
+                             recursive=self.recursive.isChecked(), workers=self._workers,
+                             interval=RESULT_INTERVAL)
         self._start(task, "classify", self._on_classify_event)
         self.progress.setRange(0, 0)
         self.status.setText("Listing files…")

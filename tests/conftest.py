@@ -94,6 +94,14 @@ def mnist_test_pngs(mnist_test, tmp_path_factory):
     return folder, paths
 
 
+@pytest.fixture(scope="session")
+def native_bf16() -> bool:
+    """Whether torch computes bfloat16 natively on this CPU (AVX512-BF16 / AMX)."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread: the machine is shared, and one thread keeps CPU results

@@ -494,9 +494,9 @@ class _Inference:
     through ``predictor.probabilities``.
 
     ``precision="bf16"`` runs that copy in bfloat16 where the CPU computes it natively
-    (AVX512-BF16 / AMX): about 1.5x the fp32 throughput; with the default model on the
-    MNIST test set, probabilities within 0.04 and 1 of 10,000 top-1 answers changed. Elsewhere
-    it stays fp32 and says so in :attr:`note`.
+    (AVX512-BF16 / AMX); elsewhere it stays fp32 and says so in :attr:`note`. Its speed-up
+    and the answers it changes depend on the CPU's bf16 kernels; the README gives the
+    figures with the CPU they were measured on.
     """
 
     def __init__(self, predictor, threads: int | None, precision: str = "fp32"):
@@ -794,7 +794,7 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
         Torch threads for the run (default: cores not used by decoding workers).
     precision
         ``fp32`` (default, exactly the single-image answers) or ``bf16`` (CPU with native
-        bfloat16: about 1.5x as fast, probabilities within a few hundredths).
+        bfloat16: faster, probabilities within a few hundredths).
     on_note
         Called (at most once per distinct message) with a one-line note about how the
         run goes that changes no answer, e.g. that the worker processes could not run

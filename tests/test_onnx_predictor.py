@@ -45,6 +45,7 @@ def _tiny_model(path, seed):
     return path
 
 
+@pytest.mark.slow
 def test_stale_copy_is_never_used(tmp_path):
     model = _tiny_model(tmp_path / "m.safetensors", 0)
     cache = tmp_path / "cache"
@@ -102,6 +103,7 @@ def _exact_int8_session(path):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.slow
 def test_int8_copy_is_cached_keyed_and_close(default_model, mnist_test, tmp_path):
     model = tmp_path / "m.safetensors"
     model.write_bytes(default_model.read_bytes())
@@ -173,6 +175,7 @@ def test_canvas_predictions_match_torch(default_model, mnist_test):
         assert x.label == y.label and abs(x.confidence - y.confidence) < 1e-5 and x.uncertain == y.uncertain
 
 
+@pytest.mark.slow
 def test_canvas_never_waits_for_an_export(tmp_path, monkeypatch):
     """A model without an ONNX copy runs through torch at once; no export is started
     (batch classification makes the copy, which the canvas then uses)."""

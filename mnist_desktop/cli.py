@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=None,
                    help="decoding worker processes (default: one per CPU core; 0 = in-process)")
     c.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32",
-                   help="CPU inference: fp32 (default, exact), int8 (quantized ONNX copy, about twice as "
-                        "fast) or bf16 (torch, on CPUs with native bfloat16); int8/bf16 change a few "
-                        "near-tie answers in 10,000")
+                   help="CPU inference: fp32 (default, exact), int8 (quantized ONNX copy, faster; how "
+                        "much depends on the CPU) or bf16 (torch, on CPUs with native bfloat16); "
+                        "int8/bf16 change a few near-tie answers in 10,000")
     c.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
 
     e = sub.add_parser("evaluate", help="measure a model on labelled data")

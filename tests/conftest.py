@@ -94,6 +94,33 @@ def mnist_test_pngs(mnist_test, tmp_path_factory):
     return folder, paths
 
 
+@pytest.fixture(scope="session")
+def mnist_test_classified(mnist_test_pngs, default_model, tmp_path_factory):
+    """``mnist-desktop classify`` of the 10,000 test PNGs, run once per session for the
+    tests that only read its answers: ``(exit status, CSV rows in test-set order)``."""
+    import csv
+
+    from mnist_desktop.cli import main
+
+    folder, _ = mnist_test_pngs
+    out = tmp_path_factory.mktemp("mnist_test_classified") / "results.csv"
+    with pytest.MonkeyPatch.context() as mp:   # session scope: the autouse isolation is not active yet
+        mp.setenv("MNIST_DESKTOP_DATA", str(tmp_path_factory.mktemp("userdata")))
+        rc = main(["classify", str(folder), "--model", str(default_model), "--device", "cpu",
+                   "--output", str(out), "--quiet"])
+    with open(out, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["path"])   # 00000.png, 00001.png, ...
+    return rc, rows
+
+
+@pytest.fixture(scope="session")
+def native_bf16() -> bool:
+    """Whether torch computes bfloat16 natively on this CPU (AVX512-BF16 / AMX)."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread: the machine is shared, and one thread keeps CPU results

@@ -146,6 +146,7 @@ def test_bundled_model_not_a_digit_rates():
     assert recorded["mnist_test_flagged"] <= 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"MNIST data folder not found at {DATA}")
 def test_robustness_report_calibrates_and_records_reproducible_figures(tmp_path):
     from training import robustness as script

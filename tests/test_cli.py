@@ -26,6 +26,7 @@ def _write_digits(folder, mnist_test, indices, labelled=False):
     return paths
 
 
+@pytest.mark.smoke
 def test_classify_csv_format_and_success_exit(tmp_path, mnist_test, default_model, capsys):
     _write_digits(tmp_path, mnist_test, range(20))
     rc = main(["classify", str(tmp_path), "--model", str(default_model), "--device", "cpu"])
@@ -90,23 +91,23 @@ def test_classify_help_documents_exit_status():
     assert "exit status" in out and "--top-k" in out and "--recursive" in out
 
 
-def test_png_export_of_mnist_test_matches_raw_tensor_accuracy(mnist_test, mnist_test_pngs, default_model):
+@pytest.mark.slow
+def test_png_export_of_mnist_test_matches_raw_tensor_accuracy(mnist_test, mnist_test_classified, default_model):
     """The preprocessing path leaves MNIST-style input alone: accuracy through PNG files and
     the classify engine is within 0.1 point of evaluating the raw tensors."""
-    from mnist_desktop.core.batch import classify_files
     from mnist_desktop.core.torch_predictor import TorchPredictor
 
     pred = TorchPredictor.from_file(default_model, "cpu")
     raw = np.concatenate([pred.probabilities(mnist_test.images[i:i + 2000].astype(np.float32) / 255)[0]
                           for i in range(0, 10000, 2000)])
     raw_acc = float((raw.argmax(1) == mnist_test.labels).mean())
-    _, paths = mnist_test_pngs
-    results = list(classify_files(paths, pred, batch_size=500, workers=0))
-    assert all(r.ok for r in results)
-    png_acc = float(np.mean([int(r.prediction) == y for r, y in zip(results, mnist_test.labels)]))
+    rc, results = mnist_test_classified   # mnist-desktop classify of the 10,000 test PNGs
+    assert rc == 0 and len(results) == 10000 and all(r["error"] == "" for r in results)
+    png_acc = float(np.mean([int(r["prediction"]) == y for r, y in zip(results, mnist_test.labels)]))
     assert abs(png_acc - raw_acc) <= 0.001, (png_acc, raw_acc)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_everything(mnist_dir, default_model, capsys):
     rc = main(["evaluate", "--model", str(default_model), "--data", str(mnist_dir), "--json"])
     assert rc == 0

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
-from mnist_desktop.cli import main
 from mnist_desktop.core.checkpoint import read_meta
 
 
-def test_model_card_accuracy_holds_through_the_classify_path(default_model, mnist_test, mnist_test_pngs,
-                                                            tmp_path, capsys):
+@pytest.mark.slow
+def test_model_card_accuracy_holds_through_the_classify_path(default_model, mnist_test, mnist_test_classified):
     meta = read_meta(default_model)
     recorded = meta.metrics.get("test_accuracy")
     assert recorded is not None, "the default model must record its MNIST test accuracy"
-    folder, _ = mnist_test_pngs
-    out = tmp_path / "results.csv"
-    assert main(["classify", str(folder), "--model", str(default_model), "--device", "cpu",
-                 "--output", str(out), "--quiet"]) == 0
-    rows = list(csv.DictReader(open(out, newline="")))
+    rc, rows = mnist_test_classified   # mnist-desktop classify of the 10,000 test PNGs
+    assert rc == 0
     assert len(rows) == 10000
     pred = {int(r["path"][-9:-4]): r["prediction"] for r in rows}
     acc = float(np.mean([pred[i] == str(y) for i, y in enumerate(mnist_test.labels)]))

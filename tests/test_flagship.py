@@ -130,6 +130,7 @@ def test_ensemble_card_gives_every_command():
     assert "python -m training.ensemble runs/member1.safetensors runs/member2.safetensors" in text
 
 
+@pytest.mark.slow
 def test_flagship_train_only_trains_teachers_and_a_student_of_the_asked_width(mnist_dir, tmp_path, capsys):
     """The flagship command end to end up to the trained student (one tiny epoch each)."""
     import json
@@ -188,6 +189,7 @@ def test_card_says_which_runs_were_reused_and_drops_them_from_scratch():
     assert "../shared/data/mnist --teachers 4 --student-width 24\n" in plain
 
 
+@pytest.mark.slow
 def test_documented_full_mnist_command_runs_on_a_torchvision_root(mnist_dir, mnist_train5k, tmp_path, no_network):
     """docs/results/MODELS.md's 60k command (``--data torchvision:mnist --data-root DIR``) end to end on
     a pre-filled torchvision root (this machine cannot download): training, calibration on the

@@ -123,6 +123,7 @@ def test_thickness_dilates_and_erodes():
 
 # --------------------------------------------------------------------------- real training
 
+@pytest.mark.slow
 def test_short_real_run_learns_and_writes_a_complete_run_folder(mnist_dir, mnist_test, tmp_path):
     """MLP on the 5k MNIST training subset (4,500 train / 500 validation), measured once on
     the official test set at the end."""
@@ -178,6 +179,7 @@ def test_every_recipe_trains_a_few_steps(recipe, mnist_dir, tmp_path):
         assert loaded.model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_progress_events_are_complete(mnist_dir, tmp_path):
     events = run(quick("cnn_mlp", mnist_dir, tmp_path, epochs=2, test_data=str(mnist_dir), limit=300))
     types = [e.type for e in events]
@@ -215,6 +217,7 @@ def _losses(events):
              for e in events if e.type == "epoch_end"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_after_cancel_continues_exactly(mnist_dir, tmp_path, ema_decay):
     """Cancel in the middle of epoch 2, resume: the same step losses, epoch metrics and final
@@ -244,6 +247,7 @@ def test_resume_after_cancel_continues_exactly(mnist_dir, tmp_path, ema_decay):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_weight_average_is_what_is_validated_and_saved(mnist_dir, tmp_path):
     """``ema_decay`` does not change training (same seed, same steps); the files hold the
     moving average (state.pt keeps both), and ``select_metric="last"`` makes the final
@@ -266,6 +270,7 @@ def test_weight_average_is_what_is_validated_and_saved(mnist_dir, tmp_path):
         cfg.replace(ema_decay=1.0).validate()
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_restarts_the_unfinished_epoch(mnist_dir, tmp_path):
     """A run killed mid-epoch (no chance to save) resumes from its last epoch-end state."""
     cfg = quick("cnn3", mnist_dir, tmp_path, limit=300, epochs=2, batch_size=64)
@@ -328,6 +333,7 @@ def _protocol_lines(text: str) -> list[dict]:
     return objs
 
 
+@pytest.mark.slow
 def test_cli_json_lines_cancel_on_stdin_and_resume(mnist_dir, tmp_path):
     """What the GUI's training panel does: start ``python -m training --progress-json
     --control-stdin``, read events, send ``cancel``, later ``--resume`` the run folder."""

@@ -116,6 +116,7 @@ def test_run_with_outlier_exposure_and_folds(mnist_dir, tmp_path):
     assert report["config"]["outlier_images"] == 20 and report["config"]["val_fold"] == 2
 
 
+@pytest.mark.slow
 def test_cross_validation_command(mnist_dir, tmp_path, capsys):
     from training import cv
 

@@ -22,9 +22,10 @@ model file never runs with stale weights.
 per channel, activations calibrated on 1,000 generated stroke-drawn digits from the
 ``calibration`` seeds of :mod:`training.synth`), made from the fp32 copy on first use by
 ``mnist-desktop export --format onnx-int8`` in a child process and cached the same way.
-Its speed-up and the answers it changes depend on the CPU's int8 kernels (VNNI or not):
-``python -m mnist_desktop.batch_bench`` measures them, and the README gives the figures
-with the CPU they were measured on.
+Its 7-bit weights make its answers the same on every CPU, VNNI or not
+(:func:`~mnist_desktop.core.export.quantize_onnx`); its speed-up depends on the CPU's
+int8 kernels: ``python -m mnist_desktop.batch_bench`` measures it, and the README gives
+the figures with the CPU they were measured on.
 """
 
 from __future__ import annotations

@@ -267,7 +267,7 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
         Torch threads for the run (default: cores not used by decoding workers).
     precision
         ``fp32`` (default, exactly the single-image answers) or ``bf16`` (CPU with native
-        bfloat16: about 1.5x as fast, probabilities within a few hundredths).
+        bfloat16: faster, probabilities within a few hundredths).
     on_note
         Called (at most once per distinct message) with a one-line note about how the
         run goes that changes no answer, e.g. that the worker processes could not run

@@ -42,9 +42,9 @@ class _Inference:
     through ``predictor.probabilities``.
 
     ``precision="bf16"`` runs that copy in bfloat16 where the CPU computes it natively
-    (AVX512-BF16 / AMX): about 1.5x the fp32 throughput; with the default model on the
-    MNIST test set, probabilities within 0.04 and 1 of 10,000 top-1 answers changed. Elsewhere
-    it stays fp32 and says so in :attr:`note`.
+    (AVX512-BF16 / AMX); elsewhere it stays fp32 and says so in :attr:`note`. Its speed-up
+    and the answers it changes depend on the CPU's bf16 kernels; the README gives the
+    figures with the CPU they were measured on.
     """
 
     def __init__(self, predictor: Predictor, threads: int | None, precision: str = "fp32"):

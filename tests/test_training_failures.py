@@ -155,3 +155,35 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_last_epoch_and_resumes(ki
     resumed = list(train(resume=run_dir))
     assert resumed[-1].type == "finished"
     assert epoch_metrics(events) + epoch_metrics(resumed) == uninterrupted
+
+
+# --------------------------------------------------------------------------- run names
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "a\\b", "/abs", "C:x", "..", "a..b", "nul\0here", "tab\there",
+                                  " ", "x" * 201])
+def test_a_run_name_is_one_folder_name(name, tmp_path):
+    from training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="a run name is one folder name") as e:
+        recipe_config("mlp").replace(name=name)
+    assert "\n" not in str(e.value)
+    assert recipe_config("mlp").replace(name="my run-2 (ünï)").name == "my run-2 (ünï)"
+
+
+@pytest.mark.parametrize("name", ["../../x", ""])
+def test_cli_refuses_a_run_name_outside_output_with_exit_2(name, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["--recipe", "mlp", "--data", str(tmp_path), "--output", str(out), "--name", name])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == cli.EXIT_USAGE and len(err) == 1
+    assert err[0].startswith("training: error: --name" if not name else "training: error: name '../../x'")
+    assert not out.exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_the_gui_path_gets_the_refusal_as_a_config_failure(tmp_path):
+    from training.config import TrainConfig
+
+    cfg = TrainConfig(data=str(tmp_path), output=str(tmp_path / "out"), name="../escape")
+    events = list(train(cfg))
+    assert [e.type for e in events] == ["failed"] and events[0].kind == "config"
+    assert "one folder name" in events[0].message and not (tmp_path / "escape").exists()

@@ -187,3 +187,36 @@ def test_the_gui_path_gets_the_refusal_as_a_config_failure(tmp_path):
     events = list(train(cfg))
     assert [e.type for e in events] == ["failed"] and events[0].kind == "config"
     assert "one folder name" in events[0].message and not (tmp_path / "escape").exists()
+
+
+# --------------------------------------------------------------------------- one class
+
+def _sevens(root: Path, mnist_test, n: int = 12) -> Path:
+    import io
+
+    from PIL import Image
+
+    (root / "7").mkdir(parents=True)
+    for i in [int(i) for i in (mnist_test.labels == 7).nonzero()[0][:n]]:
+        buf = io.BytesIO()
+        Image.fromarray(mnist_test.images[i]).save(buf, "PNG")
+        (root / "7" / f"{i}.png").write_bytes(buf.getvalue())
+    return root
+
+
+@pytest.mark.parametrize("labels", [[], [str(d) for d in range(10)]])
+def test_data_of_a_single_class_is_refused(labels, mnist_test, tmp_path):
+    data = _sevens(tmp_path / "data", mnist_test)
+    events = list(train(recipe_config("mlp", data=str(data), labels=labels, output=str(tmp_path / "runs"))))
+    fail = events[-1]
+    assert fail.type == "failed" and fail.kind == "data"
+    assert fail.message == "the training data has only one class (7): a classifier needs at least two"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_refuses_a_single_class_with_exit_2(mnist_test, tmp_path, capsys):
+    data = _sevens(tmp_path / "data", mnist_test)
+    code = cli.main(["--recipe", "mlp", "--data", str(data), "--output", str(tmp_path / "runs"), "--progress-json"])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_USAGE and json.loads(out.splitlines()[-1])["kind"] == "data"
+    assert "only one class (7)" in err and "Traceback" not in err

@@ -207,6 +207,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Recipe (or ``--config`` file) plus command-line overrides, validated."""
     overrides = overrides_from_args(args)
+    if args.name is not None and not args.name:
+        raise ConfigError("--name '' is empty: a run name is one folder name")
     if args.config:
         try:
             with open(args.config, encoding="utf-8") as f:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,6 +224,11 @@ class TrainConfig:
         unknown = set(self.preprocess) - set(PreprocessOptions.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown preprocessing option(s): {', '.join(sorted(unknown))}")
+        for field_name in ("name", "recipe"):   # the run folder is <output>/<name or recipe>-<time>
+            value = getattr(self, field_name)
+            problem = run_name_problem(value) if value or not isinstance(value, str) else ""
+            if problem:
+                raise ConfigError(f"{field_name} {value!r} {problem}: a run name is one folder name")
         a = self.augment
         for name in ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma",
                      "elastic_p", "thickness", "european"):
@@ -245,6 +251,29 @@ class TrainConfig:
         """The :class:`~mnist_desktop.core.preprocess.PreprocessOptions` of this run."""
         from mnist_desktop.core.preprocess import PreprocessOptions
         return PreprocessOptions.from_dict(self.preprocess)
+
+
+def run_name_problem(name: Any) -> str:
+    """Why ``name`` cannot start a run folder's name (``<output>/<name>-<time>``), or "".
+
+    It must stay one folder inside ``--output``: no path separators (``/``, ``\\``, a drive's
+    ``:``), no ``..``, no NUL or control characters, not empty, not over 200 bytes.
+    """
+    if not isinstance(name, str):
+        return "is not text"
+    if not name.strip():
+        return "is empty"
+    if "\0" in name:
+        return "contains a NUL character"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a control character"
+    if any(c in name for c in "/\\:") or os.path.isabs(name):
+        return "contains a path separator"
+    if ".." in name:
+        return "contains '..'"
+    if len(name.encode("utf-8", "surrogateescape")) > 200:
+        return "is longer than 200 bytes"
+    return ""
 
 
 def _finite(v: Any) -> bool:

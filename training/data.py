@@ -429,7 +429,18 @@ def load_training_data(cfg) -> Generator[Status, None, tuple["Dataset", np.ndarr
     if len(full) < 2:
         raise DataError(f"{full.description}: need at least 2 training images")
     train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed, cfg.val_fold)
+    check_several_classes(full, train_idx)
     return full, train_idx, val_idx
+
+
+def check_several_classes(data: "Dataset", idx: np.ndarray) -> None:
+    """Raise :class:`DataError` when the images ``idx`` of ``data`` are all of one class:
+    a classifier would learn nothing and report a perfect score."""
+    present = np.unique(data.labels[idx])
+    if len(present) == 1:
+        names = data.label_names
+        label = names[present[0]] if 0 <= present[0] < len(names) else str(present[0])
+        raise DataError(f"the training data has only one class ({label}): a classifier needs at least two")
 
 
 def run_loader(loader, on_status=None):

@@ -8,6 +8,8 @@ unexpected (``error.log`` in the run folder).
 
 from __future__ import annotations
 
+import errno
+import re
 import traceback
 from pathlib import Path
 
@@ -45,12 +47,47 @@ def failed_event(e: Exception, run_dir: Path | None, resumable: bool, device: st
         For the out-of-memory message and hint.
     """
     dir_str = str(run_dir) if run_dir is not None else None
+    full = disk_full_error(e)
+    if full is not None and not isinstance(e, TrainingError):
+        return _disk_full_failure(full, run_dir, resumable)
     if isinstance(e, TrainingError):
         return Failed(kind=e.kind, message=e.message, hint=e.hint, run_dir=dir_str, resumable=resumable)
     if isinstance(e, (DataError, ConfigError)):
         kind = "data" if isinstance(e, DataError) else "config"
         return Failed(kind=kind, message=str(e), run_dir=dir_str, resumable=resumable)
     return _unexpected_failure(e, run_dir, resumable, device, batch_size)
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28)", "os error 122)")
+
+
+def disk_full_error(e: BaseException) -> BaseException | None:
+    """The error in ``e``'s chain (itself, its cause or context) that says the disk is full
+    (ENOSPC, or a quota), or None. Libraries that wrap the OSError (safetensors, torch's
+    zip writer, :class:`~mnist_desktop.core.checkpoint.CheckpointError`) keep only its text."""
+    chain: list[BaseException] = []
+    while e is not None and all(e is not c for c in chain):
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for c in chain:        # the OSError itself first: it names the file
+        if isinstance(c, OSError) and c.errno in _FULL_ERRNOS:
+            return c
+    return next((c for c in chain if any(t in str(c) for t in _FULL_TEXTS)), None)
+
+
+def _disk_full_failure(e: BaseException, run_dir: Path | None, resumable: bool) -> Failed:
+    name = Path(e.filename).name if isinstance(e, OSError) and e.filename else ""
+    name = re.sub(r"^\.(.+)\.[^.]+\.tmp$", r"\1", name)   # atomic writes go through .NAME.xxxx.tmp
+    where = f" in {run_dir}" if run_dir is not None else ""
+    what = f"cannot write {name}{where}" if name else f"cannot write the run files{where}"
+    if resumable:
+        hint = f"free some space, then continue with --resume {run_dir} (the last saved epoch is intact)"
+    else:
+        hint = "free some space and start the run again"
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else "No space left on device"
+    return Failed(kind="io", message=f"disk full: {what} ({reason})", hint=hint,
+                  run_dir=str(run_dir) if run_dir is not None else None, resumable=resumable)
 
 
 def _unexpected_failure(e: Exception, run_dir: Path | None, resumable: bool, device: str | None,

@@ -50,7 +50,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             yield event
     except Exception as e:  # every way a run stops early ends the stream with one event
         event = run.last_event(e)
-        run.record(event)
+        run.record_if_possible(event)  # the disk may be what failed: the event goes out anyway
         yield event
     finally:
         run.close()
@@ -72,6 +72,7 @@ class Run:
         self.dir: Path | None = None
         self.device: str | None = None
         self._log = None
+        self._log_failed = False
         self._pending: list[str] = []
 
     # ------------------------------------------------------------------ phases
@@ -234,20 +235,56 @@ class Run:
 
     # ------------------------------------------------------------------ logging
     def record(self, event: Event) -> None:
-        """Append the event to progress.jsonl (buffered until the run folder exists)."""
+        """Append the event to progress.jsonl (buffered until the run folder exists).
+
+        Raises OSError (a full disk...) naming the file; the log is not written again.
+        """
+        if self._log_failed:
+            return
         line = event.to_json()
         if self._log is None:
             self._pending.append(line)
             if self.dir is None:
                 return
-            self._log = open(self.dir / "progress.jsonl", "a", encoding="utf-8")
             lines, self._pending = self._pending, []
         else:
             lines = [line]
-        self._log.write("".join(ln + "\n" for ln in lines))
-        self._log.flush()
+        path = self.dir / "progress.jsonl"
+        try:
+            if self._log is None:
+                self._log = open(path, "ab", buffering=0)  # unbuffered: nothing left to flush later
+                if self._log.tell() and not _ends_with_newline(path):
+                    lines.insert(0, "")  # a line cut short by an earlier full disk stays apart
+            append(self._log, "".join(ln + "\n" for ln in lines).encode("utf-8"))
+        except OSError as e:
+            self._log_failed = True
+            raise OSError(e.errno, e.strerror, str(path)) from e
+
+    def record_if_possible(self, event: Event) -> None:
+        """:meth:`record`, ignoring a failure to write."""
+        try:
+            self.record(event)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self._log is not None:
-            self._log.close()
+            try:
+                self._log.close()
+            except OSError:
+                pass
             self._log = None
+
+
+def append(f, data: bytes) -> None:
+    """Write all of ``data`` to the unbuffered file ``f`` (a write may be partial)."""
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        view = view[n:]
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"

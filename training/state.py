@@ -19,6 +19,7 @@ weights as an uninterrupted one (on CPU, same seed, same thread count).
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,8 @@ def new_run_dir(cfg: TrainConfig) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise TrainingError("io", f"cannot create run folder {path}: {e.strerror or e}") from None
+            full = "disk full: " if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise TrainingError("io", f"{full}cannot create run folder {path}: {e.strerror or e}") from None
     raise TrainingError("io", f"cannot create a run folder under {base}")
 
 
@@ -114,7 +116,59 @@ def save_state(s: Session) -> None:
         "loss_sum": s.loss_sum.detach().cpu().clone(),
         "correct": s.correct.detach().cpu().clone(),
     }
-    atomic_write(s.dir / "state.pt", lambda tmp: torch.save(state, tmp))
+    # Atomic (temporary file, fsync, rename): a failed save leaves the last good state.pt.
+    atomic_write(s.dir / "state.pt", lambda tmp: torch_save(state, tmp))
+
+
+class _KeepsWriteErrors:
+    """A binary file for ``torch.save`` that remembers the OSError of a failed write."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` that reports a failed write as the OSError it was.
+
+    torch's zip writer swallows the error of a failed write (a full disk) and raises a
+    RuntimeError such as ``[enforce fail at inline_container.cc:672] . unexpected pos``.
+    """
+    import torch
+
+    with open(path, "wb") as f:
+        out = _KeepsWriteErrors(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError as e:
+            text = str(e)
+            if out.error is not None:
+                raise OSError(out.error.errno, out.error.strerror, str(path)) from e
+            if "No space left" in text or ("inline_container" in text or "PytorchStreamWriter" in text) \
+                    and _nearly_full(Path(path).parent):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path)) from e
+            if "inline_container" in text or "PytorchStreamWriter" in text:
+                raise OSError(errno.EIO, f"could not write the file ({text.strip().splitlines()[0][:120]})",
+                              str(path)) from e
+            raise
+
+
+def _nearly_full(folder: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:

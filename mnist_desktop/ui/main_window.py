@@ -456,7 +456,9 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ settings
     def _save_settings(self) -> None:
-        self.store.save(self.settings)
+        notice = self.store.save(self.settings)
+        if notice:  # said once; the store stays quiet while it keeps failing
+            self.banner.show_message(notice, "warning")
 
     def _sync_controls(self, *_) -> None:
         self.act_pen.setChecked(self.canvas.tool == "pen")

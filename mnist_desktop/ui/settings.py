@@ -2,9 +2,11 @@
 
 :class:`AppSettings` is the one place that names the app's settings and their defaults;
 :class:`SettingsStore` binds it to an INI file. A corrupt file (QSettings reports a format
-error) is moved aside and replaced by defaults; single invalid values fall back to their
-defaults. Either way :meth:`SettingsStore.load` returns a notice for the user instead of
-failing.
+error, or the file is not INI text at all, such as binary garbage, which QSettings reads
+without complaint) is moved aside and replaced by defaults; single invalid values fall back
+to their defaults. Either way :meth:`SettingsStore.load` returns a notice for the user
+instead of failing, and :meth:`SettingsStore.save` returns one when the file cannot be
+written (once, not at every change).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class SettingsStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._save_failed = False   # reported already: say it once, not at every change
 
     def _qsettings(self) -> QSettings:
         return QSettings(str(self.path), QSettings.Format.IniFormat)
@@ -90,7 +93,12 @@ class SettingsStore:
             as ``<name>.corrupt``) or when some values were invalid and reset.
         """
         qs = self._qsettings()
-        if qs.status() == QSettings.Status.FormatError:
+        if qs.status() == QSettings.Status.AccessError:
+            self._save_failed = True  # this notice says it: no second one at the first save
+            return LoadedSettings(AppSettings(), f"The settings file {self.path} cannot be read "
+                                  f"({self._access_problem()}): the defaults are used and changes "
+                                  "will not be kept.")
+        if qs.status() == QSettings.Status.FormatError or self._not_ini(qs):
             backup = self.path.with_name(self.path.name + ".corrupt")
             try:
                 os.replace(self.path, backup)
@@ -98,9 +106,9 @@ class SettingsStore:
             except OSError:
                 kept = ""
             settings = AppSettings()
-            self.save(settings)
+            unsaved = self.save(settings)
             return LoadedSettings(settings, f"The settings file was unreadable and has been "
-                                            f"reset to defaults{kept}.")
+                                            f"reset to defaults{kept}." + (f" {unsaved}" if unsaved else ""))
         defaults = AppSettings()
         values = {}
         invalid = []
@@ -116,17 +124,81 @@ class SettingsStore:
         notice = None
         if invalid:
             notice = f"Some settings were invalid and have been reset to defaults: {', '.join(invalid)}."
-            self.save(settings)
+            unsaved = self.save(settings)
+            if unsaved:
+                notice += f" {unsaved}"
         return LoadedSettings(settings, notice)
 
-    def save(self, settings: AppSettings) -> None:
-        """Write all settings to the file (synchronously, so a crash cannot lose them)."""
+    def save(self, settings: AppSettings) -> str | None:
+        """Write all settings to the file (synchronously, so a crash cannot lose them).
+
+        Returns
+        -------
+        str or None
+            A notice for the user the first time the file cannot be written (a folder in
+            its place, no permission, a full disk); None otherwise, also while it keeps
+            failing. A successful save re-arms it.
+        """
         qs = self._qsettings()
         qs.setValue("settings_version", SETTINGS_VERSION)
         for f in fields(AppSettings):
             value = getattr(settings, f.name)
             qs.setValue(f.name, QByteArray(value) if isinstance(value, bytes) else value)
         qs.sync()
+        if qs.status() == QSettings.Status.NoError:
+            self._save_failed = False
+            return None
+        if self._save_failed:
+            return None
+        self._save_failed = True
+        return (f"The settings could not be saved to {self.path} ({self._access_problem()}): "
+                "changes last until the app closes.")
+
+    def _not_ini(self, qs: QSettings) -> bool:
+        """Whether the file is something other than INI text, though QSettings read it.
+
+        QSettings takes anything: binary garbage reads as a few odd keys. An INI file is
+        UTF-8 text of ``[section]``, ``key=value``, comment and blank lines, and ours has
+        at least one key this app knows.
+        """
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return False              # missing: defaults, silently
+        if not data.strip():
+            return False
+        if b"\0" in data:
+            return True
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return True
+        continued = False
+        for line in text.splitlines():
+            s = line.strip()
+            if not (continued or not s or s[0] in ";#" or (s[0] == "[" and s[-1] == "]") or "=" in s):
+                return True
+            continued = s.endswith("\\")
+        known = {f.name for f in fields(AppSettings)} | {"settings_version"}
+        keys = qs.allKeys()
+        return bool(keys) and not any(k in known for k in keys)
+
+    def _access_problem(self) -> str:
+        """Why the settings file cannot be read or written, in a few words."""
+        import shutil
+
+        if self.path.is_dir():
+            return "a folder of that name is in the way"
+        folder = next((p for p in self.path.parents if p.exists()), None)
+        if self.path.exists() and not os.access(self.path, os.W_OK) or \
+                folder is not None and not os.access(folder, os.W_OK):
+            return "no permission to write there"
+        try:
+            if folder is not None and shutil.disk_usage(folder).free == 0:
+                return "the disk is full"
+        except OSError:
+            pass
+        return "the file system refused"
 
 
 def _parse(name: str, raw, default):

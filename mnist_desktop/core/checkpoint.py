@@ -9,7 +9,13 @@ library versions). Loading such a file never executes code.
 Files written by ``torch.save`` (``.pt``/``.pth``) are accepted only through
 ``torch.load(weights_only=True)`` and only with the same schema
 (``{"mnist_desktop": <json str>, "state_dict": {name: tensor}}``); a crafted pickle is
-refused with a one-line :class:`CheckpointError`.
+refused with a one-line :class:`CheckpointError`, and never run.
+
+Nothing a file says is trusted before it is checked (:mod:`~mnist_desktop.core.model_file`):
+only regular files of bounded size are opened, headers and metadata are bounded in size
+and depth, architecture arguments in type, range and parameter count
+(:mod:`~mnist_desktop.core.arch_limits`), and every weight must be floating point and
+finite.
 
 Saving is atomic: the file is written to a temporary name in the same folder, flushed to
 disk and renamed over the target, so a crash mid-save never corrupts the previous file.
@@ -17,7 +23,6 @@ disk and renamed over the target, so a crash mid-save never corrupts the previou
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ from typing import Any
 from mnist_desktop.core.model_meta import (FORMAT, FORMAT_VERSION, META_KEY, CheckpointError,  # noqa: F401
                                            ModelMeta, Normalization, UncertaintyRule)
 from mnist_desktop.core.atomic_io import atomic_write, atomic_write_bytes  # noqa: F401
+from mnist_desktop.core.model_file import COUNTER_SUFFIX, check_regular_file, file_format, read_safetensors
 
 
 def library_versions() -> dict[str, str]:
@@ -65,8 +71,26 @@ class LoadedModel:
 
 
 def read_meta(path: str | os.PathLike) -> ModelMeta:
-    """Read only the metadata of a model file (cheap: no tensors are loaded)."""
+    """Read only the metadata of a model file (cheap: no tensors are loaded), validated."""
     meta, _ = _read(Path(path), with_tensors=False)
+    return meta
+
+
+def check_model(path: str | os.PathLike) -> ModelMeta:
+    """Check a whole model file without building its network: the file itself, the
+    metadata (architecture arguments, numbers, preprocessing options) and every tensor
+    (floating point and finite). Torch-free for safetensors files.
+
+    Raises
+    ------
+    CheckpointError
+        One line saying why the file is refused.
+    """
+    path = Path(path)
+    if file_format(path) == "safetensors":
+        return read_safetensors(path, check_values=True).meta
+    meta, state = _read_torch(path, with_tensors=True)
+    _check_state(path, state)
     return meta
 
 
@@ -82,10 +106,11 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
 
     path = Path(path)
     meta, state = _read(path, with_tensors=True)
+    _check_state(path, state)
     try:
         model = build_model(meta.arch, num_classes=meta.num_classes, **meta.arch_args)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path.name}: cannot build architecture {meta.arch!r}: {e}") from None
+        raise CheckpointError(f"{path.name}: cannot build architecture {meta.arch!r}: {_one_line(e)}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -96,74 +121,64 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
 
 
 def _read(path: Path, with_tensors: bool):
-    if not path.exists():
-        raise CheckpointError(f"model file not found: {path}")
-    if not path.is_file():
-        raise CheckpointError(f"not a file: {path}")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    # A safetensors file starts with a little-endian u64 header length followed by '{'.
-    if path.suffix in (".pt", ".pth") or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") \
-            or head[:2] == b"PK":
+    if file_format(path) == "torch":
         return _read_torch(path, with_tensors)
     return _read_safetensors(path, with_tensors)
 
 
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors header, read without torch (format: u64
-    little-endian header length, then that many bytes of JSON)."""
-    import struct
+def _check_state(path: Path, state: dict) -> None:
+    """Every weight floating point and finite (batch norm's step counters may be integers)."""
+    import torch
 
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError("file too short")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, 100_000_000):
-            raise ValueError(f"header length {n} out of range")
-        header = json.loads(f.read(n))
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
+    for name, t in state.items():
+        shown = repr(name[:60])
+        if t.is_floating_point():
+            if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise CheckpointError(f"{path.name}: refused: tensor {shown} is {t.dtype}; a model's weights "
+                                      "must be float32, float16 or bfloat16")
+            if not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{path.name}: refused: tensor {shown} holds NaN or infinite values")
+        elif not (name.endswith(COUNTER_SUFFIX) and t.dim() == 0 and t.dtype in (torch.int64, torch.int32)):
+            raise CheckpointError(f"{path.name}: refused: tensor {shown} is {t.dtype}; a model's weights "
+                                  "must be float32, float16 or bfloat16")
 
 
 def _read_safetensors(path: Path, with_tensors: bool):
+    # The header, tensor table and metadata are checked without torch first; safetensors
+    # then reads the tensors the table describes.
+    meta = read_safetensors(path).meta
     if not with_tensors:
-        # Metadata only (the model list, batch inference through ONNX Runtime): no torch.
-        try:
-            raw_meta = _safetensors_metadata(path).get(META_KEY)
-        except Exception as e:
-            raise CheckpointError(f"{path.name}: not a valid model file ({_one_line(e)})") from None
-        if not isinstance(raw_meta, str):
-            raise CheckpointError(f"{path.name}: safetensors file without mnist-desktop metadata")
-        try:
-            return ModelMeta.from_json(raw_meta), None
-        except CheckpointError as e:
-            raise CheckpointError(f"{path.name}: {e}" if not str(e).startswith(path.name) else str(e)) from None
+        return meta, None
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            raw_meta = (f.metadata() or {}).get(META_KEY)
-            if raw_meta is None:
-                raise CheckpointError(f"{path.name}: safetensors file without mnist-desktop metadata")
-            meta = ModelMeta.from_json(raw_meta)
-            state = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else None
-    except CheckpointError as e:
-        raise CheckpointError(f"{path.name}: {e}" if not str(e).startswith(path.name) else str(e)) from None
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for malformed files
         raise CheckpointError(f"{path.name}: not a valid model file ({_one_line(e)})") from None
     return meta, state
 
 
 def _read_torch(path: Path, with_tensors: bool):
+    import pickle
+    import warnings
+
     import torch
 
+    check_regular_file(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for hostile pickles, others for corrupt files
-        raise CheckpointError(
-            f"{path.name}: refused: not a safe mnist-desktop model file ({_one_line(e)})") from None
+        with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4": the refusal says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, which would run the file's code.
+        raise CheckpointError(f"{path.name}: refused: a pickle with code or objects outside plain tensors "
+                              "(not run)") from None
+    except Exception as e:  # a truncated zip, not a pickle at all, ...
+        reason = _one_line(e)
+        if "weights_only" in reason or "pickle" in reason.lower():
+            reason = type(e).__name__
+        raise CheckpointError(f"{path.name}: refused: not a readable torch file ({reason}; not run)") from None
     if not isinstance(obj, dict) or set(obj) != {META_KEY, "state_dict"} \
             or not isinstance(obj[META_KEY], str) or not isinstance(obj["state_dict"], dict) \
             or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj["state_dict"].items()):

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 FORMAT = "mnist-desktop-model"
 FORMAT_VERSION = 1
 META_KEY = "mnist_desktop"
+
+#: Bounds on the metadata JSON, checked before it is parsed or used.
+MAX_META_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_LABEL_CHARS = 100
 
 
 class CheckpointError(Exception):
@@ -71,11 +77,7 @@ class ModelMeta:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelMeta":
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise CheckpointError(f"model metadata is not valid JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(loads_bounded(text, MAX_META_BYTES, "model metadata"))
 
     @classmethod
     def from_dict(cls, d: Any) -> "ModelMeta":
@@ -89,36 +91,105 @@ class ModelMeta:
             raise CheckpointError(
                 f"model format version {version!r} is newer than this app supports "
                 f"({FORMAT_VERSION}); update mnist-desktop")
-        _expect(d, "arch", str)
-        _expect(d, "arch_args", dict)
+        from mnist_desktop.core.arch_limits import MAX_CLASSES, check_arch_args
+
+        arch = _expect(d, "arch", str)
+        arch_args = _expect(d, "arch_args", dict)
         labels = _expect(d, "labels", list)
-        if not labels or not all(isinstance(x, str) for x in labels):
-            raise CheckpointError("model metadata 'labels' must be a non-empty list of strings")
+        if not labels or not all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels):
+            raise CheckpointError("model metadata 'labels' must be a non-empty list of strings "
+                                  f"of 1..{MAX_LABEL_CHARS} characters")
+        if len(labels) > MAX_CLASSES:
+            raise CheckpointError(f"model metadata has {len(labels)} labels; at most {MAX_CLASSES} are supported")
         if len(set(labels)) != len(labels):
             raise CheckpointError("model metadata 'labels' has duplicates")
+        try:
+            check_arch_args(arch, arch_args, len(labels))
+        except ValueError as e:
+            raise CheckpointError(f"model metadata: {e}") from None
         norm = _expect(d, "normalization", dict)
         unc = _expect(d, "uncertainty", dict)
-        try:
-            normalization = Normalization(mean=float(norm["mean"]), std=float(norm["std"]))
-            uncertainty = UncertaintyRule(method=str(unc["method"]),
-                                          threshold=float(unc["threshold"]),
-                                          temperature=float(unc.get("temperature", 1.0)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"model metadata has a bad normalization/uncertainty entry ({e})") from None
-        if normalization.std <= 0:
-            raise CheckpointError("model metadata normalization std must be > 0")
-        if uncertainty.method not in ("max_prob", "energy"):
-            raise CheckpointError(f"unknown uncertainty method {uncertainty.method!r}")
-        if not uncertainty.temperature > 0:
-            raise CheckpointError("model metadata uncertainty temperature must be > 0")
+        method = unc.get("method")
+        if method not in ("max_prob", "energy"):
+            raise CheckpointError(f"unknown uncertainty method {str(method)[:40]!r}")
+        normalization = Normalization(mean=_finite(norm, "mean", "normalization"),
+                                      std=_finite(norm, "std", "normalization", positive=True))
+        uncertainty = UncertaintyRule(method=method, threshold=_finite(unc, "threshold", "uncertainty"),
+                                      temperature=_finite(unc, "temperature", "uncertainty", positive=True,
+                                                          default=1.0))
         known = {f.name for f in dataclasses.fields(cls)}
         extra = {k: v for k, v in d.items() if k in known and k not in
                  ("arch", "arch_args", "labels", "normalization", "uncertainty")}
         for key in ("preprocess", "training", "metrics", "versions"):
             if key in extra and not isinstance(extra[key], dict):
                 raise CheckpointError(f"model metadata {key!r} must be an object")
-        return cls(arch=d["arch"], arch_args=d["arch_args"], labels=labels,
+        for key in ("name", "description", "data_fingerprint", "created"):
+            if key in extra and not isinstance(extra[key], str):
+                raise CheckpointError(f"model metadata {key!r} must be a string")
+        _check_preprocess(extra.get("preprocess", {}))
+        return cls(arch=arch, arch_args=arch_args, labels=labels,
                    normalization=normalization, uncertainty=uncertainty, **extra)
+
+
+def loads_bounded(text: str | bytes, max_bytes: int, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads(text)`` for untrusted text: at most ``max_bytes`` long and
+    ``max_depth`` levels of arrays/objects deep (``json.loads`` itself recurses, so a
+    100,000-deep document would raise RecursionError).
+
+    Raises
+    ------
+    CheckpointError
+        One line naming ``what``.
+    """
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise CheckpointError(f"{what} is not text")
+    if len(text) > max_bytes:
+        raise CheckpointError(f"{what} is {len(text):,} bytes; at most {max_bytes:,} are accepted")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise CheckpointError(f"{what} is nested more than {max_depth} levels deep") from None
+    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError, too many digits
+        raise CheckpointError(f"{what} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    if _depth_over(value, max_depth):
+        raise CheckpointError(f"{what} is nested more than {max_depth} levels deep")
+    return value
+
+
+def _depth_over(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests more than ``max_depth`` levels (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > max_depth:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+def _finite(d: Mapping[str, Any], key: str, where: str, positive: bool = False, default: Any = None) -> float:
+    value = d.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckpointError(f"model metadata {where} {key!r} must be a number")
+    try:
+        value = float(value)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise CheckpointError(f"model metadata {where} {key!r} must be finite (got {value})")
+    if positive and not value > 0:
+        raise CheckpointError(f"model metadata {where} {key!r} must be > 0 (got {value:g})")
+    return value
+
+
+def _check_preprocess(options: dict[str, Any]) -> None:
+    from mnist_desktop.core.preprocess import PreprocessOptions
+
+    try:
+        PreprocessOptions.from_dict(options)
+    except ValueError as e:
+        raise CheckpointError(f"model metadata preprocess: {e}") from None
 
 
 def _expect(d: Mapping[str, Any], key: str, typ: type) -> Any:

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from mnist_desktop.core.arch_limits import LIMITS, MAX_PARAMETERS, check_arch_args
+
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -48,6 +50,8 @@ def register(name: str, description: str, reference: str = ""):
     def deco(builder):
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} registered twice")
+        if name not in LIMITS:
+            raise ValueError(f"architecture {name!r} has no entry in arch_limits.LIMITS")
         _REGISTRY[name] = ArchSpec(name, builder, description, reference)
         return builder
 
@@ -62,10 +66,15 @@ def available_architectures() -> dict[str, ArchSpec]:
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build architecture ``name`` with ``kwargs`` (e.g. ``num_classes=10``).
 
+    Every argument is checked first (:func:`~mnist_desktop.core.arch_limits.check_arch_args`:
+    type, range, at most :data:`~mnist_desktop.core.arch_limits.MAX_PARAMETERS` parameters).
+
     Raises
     ------
     KeyError
         With the list of known names when ``name`` is unknown.
+    ValueError
+        An argument of the wrong type or out of range, or a network over the budget.
     """
     try:
         spec = _REGISTRY[name]
@@ -73,7 +82,16 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise KeyError(
             f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}"
         ) from None
-    return spec.builder(**kwargs)
+    args = dict(kwargs)
+    num_classes = args.pop("num_classes", 10)
+    check_arch_args(name, args, num_classes)
+    # The limits' parameter count is checked against the network itself, built on the
+    # meta device (shapes only, nothing allocated), before the real one is built.
+    with torch.device("meta"):
+        count = count_parameters(spec.builder(num_classes=num_classes, **args))
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{name} has {count:,} parameters, over the limit of {MAX_PARAMETERS:,}")
+    return spec.builder(num_classes=num_classes, **args)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -84,9 +84,39 @@ class PreprocessOptions:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "PreprocessOptions":
+        """Options from a model file or config (unknown keys are ignored), validated.
+
+        Raises
+        ------
+        ValueError
+            An option of the wrong type or out of its range (one line).
+        """
         d = d or {}
+        if not isinstance(d, dict):
+            raise ValueError("preprocessing options must be an object")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        options = cls(**known)
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        """Raise ValueError unless every option has its type and lies in the range where
+        preprocessing works (outside it, every image fails or comes out blank)."""
+        for name, (lo, hi) in _OPTION_RANGES.items():
+            value = getattr(self, name)
+            integer = name == "box"
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+                raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, "
+                                 f"not {type(value).__name__}")
+            if not (lo <= value <= hi):   # also False for NaN
+                raise ValueError(f"{name} is {str(value)[:20]}; it must be in [{lo}, {hi}]")
+
+
+#: Inclusive ranges of :class:`PreprocessOptions` (see its field comments).
+_OPTION_RANGES = {
+    "box": (4, 28), "blur_sigma": (0.0, 3.0), "stroke_width": (0.01, 0.5), "pressure_gain": (0.0, 2.0),
+    "snap_tolerance": (0.0, 0.5), "trim": (0.0, 0.2), "min_contrast": (0.0, 0.9), "noise_floor": (0.0, 0.9),
+}
 
 
 # --------------------------------------------------------------------------- strokes

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from mnist_desktop.core.checkpoint import CheckpointError, read_meta
+from mnist_desktop.core.checkpoint import CheckpointError, ModelMeta, check_model
 from mnist_desktop.core.predictor import Predictor
 
 PRECISIONS = ("fp32", "int8", "bf16")
@@ -98,13 +98,15 @@ def load_predictor(choice: ModelChoice, status: Callable[[str], None] | None = N
         The model file is missing, corrupt, hostile or not a model (one line).
     """
     path = choice.model_path()
-    read_meta(path)  # a missing, corrupt or hostile file fails here, with one line
+    # A missing, corrupt or hostile file fails here, with one line, before any backend
+    # is chosen or any copy exported (torch-free for safetensors files).
+    meta = check_model(path)
     if choice.purpose == "live":
-        loaded = _live(path, choice.device)
+        loaded = _live(path, meta, choice.device)
     elif choice.precision == "bf16":
         loaded = _torch_bf16(path, choice.device, choice.threads)
     else:
-        loaded = _batch(path, choice.device, choice.precision, choice.threads, status)
+        loaded = _batch(path, meta, choice.device, choice.precision, choice.threads, status)
     msg = loaded.predictor.device_message
     if msg and msg not in loaded.notes:
         loaded.notes.insert(0, msg)
@@ -133,13 +135,13 @@ def _torch(path: Path, device: str) -> Predictor:
     return TorchPredictor.from_file(path, device)
 
 
-def _batch(path: Path, device: str, precision: str, threads: int, status) -> LoadedPredictor:
+def _batch(path: Path, meta: ModelMeta, device: str, precision: str, threads: int, status) -> LoadedPredictor:
     from mnist_desktop.core.onnx_predictor import OnnxPredictor, OnnxUnavailable, onnx_for
 
     if onnx_wanted(device):
         try:
             copy = onnx_for(path, precision=precision, status=status)
-            return LoadedPredictor(OnnxPredictor(copy, threads, source=path), precision)
+            return LoadedPredictor(OnnxPredictor(copy, threads, source=path, meta=meta), precision)
         except (OnnxUnavailable, CheckpointError) as e:
             reason = str(e)
         except Exception as e:  # an ONNX Runtime that cannot load the copy on this machine
@@ -160,13 +162,13 @@ def _torch_bf16(path: Path, device: str, threads: int) -> LoadedPredictor:
     return LoadedPredictor(predictor, precision, [note] if note else [])
 
 
-def _live(path: Path, device: str) -> LoadedPredictor:
+def _live(path: Path, meta: ModelMeta, device: str) -> LoadedPredictor:
     from mnist_desktop.core.onnx_predictor import OnnxPredictor, OnnxUnavailable, onnx_for
 
     notes = []
     if onnx_wanted(device):
         try:
-            return LoadedPredictor(OnnxPredictor(onnx_for(path, make=False), 1, source=path))
+            return LoadedPredictor(OnnxPredictor(onnx_for(path, make=False), 1, source=path, meta=meta))
         except OnnxUnavailable:  # no copy yet: torch, as for any model without one
             pass
         except Exception as e:  # a copy this ONNX Runtime cannot run: torch, and say so

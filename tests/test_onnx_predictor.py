@@ -121,7 +121,7 @@ def test_int8_copy_is_cached_keyed_and_close(default_model, mnist_test, tmp_path
     model.write_bytes(default_model.read_bytes())
     cache = tmp_path / "cache"
     int8 = op.onnx_for(model, cache, precision="int8")
-    assert int8.name.endswith(".int8.onnx") and op._recorded_source(int8) == file_sha256(model)
+    assert int8.name.endswith(op.INT8_SUFFIX) and op._recorded_source(int8) == file_sha256(model)
     assert op.onnx_for(model, cache, precision="int8") == int8
     images = mnist_test.images[:500].astype(np.float32) / 255
     q = op.OnnxPredictor(int8, source=model)

@@ -102,6 +102,10 @@ def export_command(model: Path, output: Path, fmt: str = "onnx") -> list[str]:
 
 
 PRECISIONS = ("fp32", "int8")
+#: The int8 copy's name carries its recipe (``w7``: 7-bit weights, which no CPU's int8
+#: kernels saturate), so a copy cached by an older recipe (8-bit weights, whose answers
+#: differ between CPUs with and without VNNI) is never reused.
+INT8_SUFFIX = ".int8w7.onnx"
 
 
 def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: float = 300,
@@ -127,7 +131,7 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
     if file_format(model_path) != "safetensors":
         raise OnnxUnavailable(f"{model_path.name} is a torch file; ONNX copies are made of safetensors models")
     digest = file_sha256(model_path)
-    suffix = ".int8.onnx" if precision == "int8" else ".onnx"
+    suffix = INT8_SUFFIX if precision == "int8" else ".onnx"
     sibling = model_path.with_suffix(suffix)
     if _shipped_copy(sibling, digest):
         return sibling

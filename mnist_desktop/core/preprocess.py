@@ -41,9 +41,11 @@ mean/std. The 28x28 image is also what the GUI shows as "what the model sees".
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass, field, asdict
 from typing import Any, Iterable, Sequence, Union
@@ -202,11 +204,71 @@ MAX_IMAGE_PIXELS = 64_000_000
 WORK_SIDE = 1024
 
 
+# The raster formats that are ever opened, tried in this order: Pillow decodes each
+# itself, with no external program and no interpreter. Image.open is never called
+# without this list, because Pillow identifies a file by its content, not its name: a
+# PostScript file named digit.png would go to Ghostscript (EPS), which runs it. TGA has
+# no signature (Pillow tries it on anything), so it comes last.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "ICO", "TGA")
+_FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF, WebP, PNM, ICO and TGA"
+
+# Documents and programs that look like images to a user (often renamed to .png), told
+# apart by their first bytes to say what they are.
+_REFUSED_SIGNATURES = ((b"%!PS", "PostScript (EPS)"), (b"\xc5\xd0\xd3\xc6", "PostScript (EPS)"),
+                       (b"%PDF", "PDF"))
+
+
+def open_image(fp) -> Image.Image:
+    """``Image.open(fp)`` restricted to :data:`IMAGE_FORMATS` (lazy, like Image.open).
+
+    Raises ``PIL.UnidentifiedImageError`` for anything else (see :func:`refused_format`)."""
+    return Image.open(fp, formats=IMAGE_FORMATS)
+
+
+def refused_format(head: bytes) -> str | None:
+    """A one-line reason naming the format of a file that starts with ``head`` (16 bytes
+    will do) when it is one :func:`open_image` refuses to open but knows (PostScript, PDF,
+    or another format Pillow could read), else None."""
+    for signature, name in _REFUSED_SIGNATURES:
+        if head.startswith(signature):
+            return f"{name} files are not opened: only {_FORMAT_NAMES} images are"
+    Image.init()
+    for name, (_, accept) in list(Image.OPEN.items()):
+        if name in IMAGE_FORMATS or accept is None:
+            continue
+        try:
+            known = accept(head)
+        except Exception:  # a plugin's signature check on a short header
+            known = False
+        if known:
+            return f"{name} images are not opened: only {_FORMAT_NAMES} images are"
+    return None
+
+
+def _head(path, n: int = 16) -> bytes:
+    """The first ``n`` bytes of a file name or a seekable file object (b"" on failure)."""
+    try:
+        if isinstance(path, (str, bytes, os.PathLike)):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                return os.read(fd, n)
+            finally:
+                os.close(fd)
+        path.seek(0)
+        return path.read(n)
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
 def load_image(path) -> Image.Image:
     """Open an image file safely and decode it; a JPEG larger than twice ``WORK_SIDE``
     is decoded at a reduced DCT scale (1/2, 1/4 or 1/8; never below ``WORK_SIDE`` on the
     longer side), which :func:`preprocess` would box-average away anyway: several times
     faster and smaller for phone photos and scans.
+
+    Only the raster formats of :data:`IMAGE_FORMATS` are opened (:func:`open_image`),
+    whatever the file's name: a PostScript, EPS or PDF file is refused with a reason
+    naming it, never handed to an interpreter.
 
     Raises
     ------
@@ -216,12 +278,19 @@ def load_image(path) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2
     if isinstance(path, (str, bytes, os.PathLike)):
         try:
-            if os.stat(path).st_size == 0:
-                raise ImageReadError("empty file (0 bytes)")
-        except OSError:
-            pass  # reported by Image.open below with the precise reason
+            st = os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ImageReadError("symlink loop") from None
+            st = None  # reported by Image.open below with the precise reason
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise ImageReadError("is a directory")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise ImageReadError("not a regular file")   # a FIFO would block open() forever
+        if st is not None and st.st_size == 0:
+            raise ImageReadError("empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise ImageReadError(f"image too large ({im.width}x{im.height} pixels)")
             side = max(im.width, im.height)
@@ -240,7 +309,7 @@ def load_image(path) -> Image.Image:
     except PermissionError:
         raise ImageReadError("permission denied") from None
     except Image.UnidentifiedImageError:
-        raise ImageReadError("not an image Pillow can read") from None
+        raise ImageReadError(refused_format(_head(path)) or "not an image Pillow can read") from None
     except OSError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "truncated" in msg.lower():

@@ -333,6 +333,8 @@ def image_to_gray(img: Image.Image) -> tuple[np.ndarray, bool]:
             return alpha, True
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float32)
+        if mode == "F":
+            _require_finite(arr)
         lo, hi = float(arr.min()), float(arr.max())
         if mode.startswith("I;16"):
             lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
@@ -346,6 +348,16 @@ def image_to_gray(img: Image.Image) -> tuple[np.ndarray, bool]:
     if img.mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.float32) / 255.0, False
+
+
+NON_FINITE = "image has NaN/Inf pixels"
+
+
+def _require_finite(arr: np.ndarray) -> None:
+    """Refuse a float image with NaN or infinite pixels (they would reach the model as
+    NaN): raises :class:`ImageReadError`."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageReadError(NON_FINITE)
 
 
 def gray_to_ink(gray: np.ndarray, alpha_ink: bool = False) -> np.ndarray:
@@ -731,6 +743,8 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
     ------
     EmptyInputError
         When there is nothing to classify (blank canvas, empty or uniform image).
+    ImageReadError
+        For a float image with NaN or infinite pixels (the result is always finite).
     TypeError
         For anything else (one line naming what was given).
     """
@@ -759,7 +773,9 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
             arr = np.asarray(source)
             if arr.ndim != 2 or arr.size == 0:
                 raise EmptyInputError("nothing to classify (empty or non-2-D array)")
-            gray = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+            with np.errstate(over="ignore", invalid="ignore"):   # refused just below
+                gray = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+            _require_finite(gray)
             alpha_ink = False
         ink = clean_ink(gray_to_ink(gray, alpha_ink), opts.min_contrast, opts.noise_floor)
     return _finish(ink, opts)
@@ -776,7 +792,7 @@ def fits_small_batch(h: int, w: int) -> bool:
 
 
 def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = None
-                           ) -> list[np.ndarray | EmptyInputError]:
+                           ) -> list[np.ndarray | EmptyInputError | ImageReadError]:
     """:func:`preprocess` for a stack ``(N, H, W)`` of small gray images (float32 in [0,
     1], no alpha ink, ``H * W <= 4000``, ``max(H, W) <= 64``): the same result, bit for
     bit, as ``preprocess`` on each image, with the per-image statistics (border median,
@@ -785,8 +801,9 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
     Batch classification of MNIST-style folders spends most of its preprocessing time in
     those small reductions; done per image they cost several times the rest.
 
-    Returns one entry per image: the 28x28 result, or the :class:`EmptyInputError` that
-    ``preprocess`` would raise for it.
+    Returns one entry per image: the 28x28 result, or the :class:`EmptyInputError` (or,
+    for an image with NaN/Inf pixels, the :class:`ImageReadError`) that ``preprocess``
+    would raise for it. One image's failure is its own: the others come out as if alone.
     """
     opts = opts or PreprocessOptions()
     grays = np.asarray(grays, dtype=np.float32)
@@ -795,6 +812,11 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
         raise ValueError(f"preprocess_small_batch takes non-empty images up to {SMALL_BATCH_PIXELS} pixels, 64 on a side")
     if n == 0:
         return []
+    # NaN/Inf pixels are refused (as preprocess does) and zeroed so that they reach no
+    # statistic; every reduction below is per image, so the others are untouched.
+    finite = np.isfinite(grays).all(axis=(1, 2))
+    if not finite.all():
+        grays = np.where(finite[:, None, None], grays, np.float32(0.0))
     # gray_to_ink, small-image branch
     b = max(1, round(0.04 * min(h, w)))
     border = np.concatenate([grays[:, :b].reshape(n, -1), grays[:, -b:].reshape(n, -1),
@@ -819,15 +841,19 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
         ink = np.where(exact[:, None, None], ink, scaled)
     ink[empty] = 0.0
     fitted, snapped = _fit_snapped(ink, opts)
-    out: list[np.ndarray | EmptyInputError] = []
+    snapped &= np.isfinite(fitted).all(axis=(1, 2))   # else _finish below says why
+    out: list[np.ndarray | EmptyInputError | ImageReadError] = []
     for i in range(n):
+        if not finite[i]:
+            out.append(ImageReadError(NON_FINITE))
+            continue
         if empty[i]:
             out.append(EmptyInputError() if peak[i] < opts.min_contrast
                        else EmptyInputError("nothing to classify (no distinct ink found)"))
             continue
         try:
             out.append(fitted[i] if snapped[i] else _finish(ink[i], opts))
-        except EmptyInputError as e:
+        except (EmptyInputError, ImageReadError) as e:
             out.append(e)
     return out
 
@@ -904,7 +930,10 @@ def _finish(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
         raise EmptyInputError()
     if peak < 0.999:
         out = out / peak
-    return gaussian_blur(out, opts.blur_sigma)
+    out = gaussian_blur(out, opts.blur_sigma)
+    if not np.isfinite(out).all():   # never NaN into the model, whatever came in
+        raise ImageReadError(NON_FINITE)
+    return out
 
 
 def preprocess_file(path, opts: PreprocessOptions | None = None) -> np.ndarray:

@@ -369,16 +369,15 @@ def decode_alone_us(folder: Path, n: int = 500) -> float:
 
 
 def run_baseline(folder: Path, predictor, n: int) -> dict:
-    """The plain loop: one file at a time, Image.open -> preprocess -> one forward."""
-    from PIL import Image
-
+    """The plain loop: one file at a time, Image.open -> preprocess -> one forward
+    (Image.open restricted to the raster formats, as everywhere: ``open_image``)."""
     from mnist_desktop.core.batch import collect_files
-    from mnist_desktop.core.preprocess import preprocess
+    from mnist_desktop.core.preprocess import open_image, preprocess
 
     files = collect_files([folder])[:n]
     t0, c0 = time.perf_counter(), time.process_time()
     for p in files:
-        with Image.open(p) as im:
+        with open_image(p) as im:
             im.load()
             image = preprocess(im, predictor.options)
         predictor.probabilities(image[None])

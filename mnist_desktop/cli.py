@@ -29,7 +29,10 @@ CSV columns: path, prediction, confidence, uncertain, error, then one p_<label>
 probability column per class label of the model. Rows keep the input order (files
 sorted by name, folder by folder). Unreadable inputs (corrupt, truncated, empty, not an
 image, too large, symlink loops, permission denied) get an error row and are skipped.
-File names that are not valid UTF-8 are written with \\xNN escapes. When inputs sit in
+File names that are not valid UTF-8 are written with \\xNN escapes. A text cell
+(path, label, error) that starts with =, +, -, @, a tab or a line break gets a leading '
+so that a spreadsheet shows it instead of running it as a formula (CSV injection); the
+JSON output (--output FILE.json) keeps every name exact. When inputs sit in
 sub-folders named after class labels, accuracy and a confusion matrix are printed to
 stderr. Decoding runs in --workers processes, up to --batch-size files per chunk (fewer
 when files are slow to decode, such as photos, so that progress keeps moving).

@@ -30,10 +30,14 @@ def predictor(default_model):
 
 
 @pytest.fixture
-def make_window(qtbot, predictor):
+def make_window(qtbot, predictor, monkeypatch):
     """Factory: a BatchWindow sharing the module's predictor; closed (and its workers
-    joined) by qtbot at the end."""
+    joined) by qtbot at the end, discarding any corrections (closing asks first)."""
+    from PySide6.QtWidgets import QMessageBox
+
     from mnist_desktop.ui.batch import BatchWindow
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
 
     def make(**kw):
         w = BatchWindow(predictor, "cpu", **kw)

@@ -169,7 +169,7 @@ def iter_correction_images(samples: Sequence[CorrectionSample], options) -> Iter
             else:
                 source = img
             yield preprocess(source, options)
-        except EmptyInputError as e:
+        except (EmptyInputError, ImageReadError) as e:   # ImageReadError: NaN/Inf pixels
             raise DataError(f"{s.png}: {e}") from None
         except (ValueError, TypeError, IndexError) as e:
             raise DataError(f"{s.png}: bad strokes in sidecar ({str(e).splitlines()[0]})") from None

@@ -58,3 +58,8 @@ def user_runs_dir() -> Path:
 
 def corrections_dir() -> Path:
     return user_data_dir() / "corrections"
+
+
+def batch_journal_dir() -> Path:
+    """The batch window's journals of corrections not yet exported."""
+    return user_data_dir() / "batch-journal"

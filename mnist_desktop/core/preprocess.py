@@ -41,9 +41,11 @@ mean/std. The 28x28 image is also what the GUI shows as "what the model sees".
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass, field, asdict
 from typing import Any, Iterable, Sequence, Union
@@ -232,11 +234,71 @@ MAX_IMAGE_PIXELS = 64_000_000
 WORK_SIDE = 1024
 
 
+# The raster formats that are ever opened, tried in this order: Pillow decodes each
+# itself, with no external program and no interpreter. Image.open is never called
+# without this list, because Pillow identifies a file by its content, not its name: a
+# PostScript file named digit.png would go to Ghostscript (EPS), which runs it. TGA has
+# no signature (Pillow tries it on anything), so it comes last.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "ICO", "TGA")
+_FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF, WebP, PNM, ICO and TGA"
+
+# Documents and programs that look like images to a user (often renamed to .png), told
+# apart by their first bytes to say what they are.
+_REFUSED_SIGNATURES = ((b"%!PS", "PostScript (EPS)"), (b"\xc5\xd0\xd3\xc6", "PostScript (EPS)"),
+                       (b"%PDF", "PDF"))
+
+
+def open_image(fp) -> Image.Image:
+    """``Image.open(fp)`` restricted to :data:`IMAGE_FORMATS` (lazy, like Image.open).
+
+    Raises ``PIL.UnidentifiedImageError`` for anything else (see :func:`refused_format`)."""
+    return Image.open(fp, formats=IMAGE_FORMATS)
+
+
+def refused_format(head: bytes) -> str | None:
+    """A one-line reason naming the format of a file that starts with ``head`` (16 bytes
+    will do) when it is one :func:`open_image` refuses to open but knows (PostScript, PDF,
+    or another format Pillow could read), else None."""
+    for signature, name in _REFUSED_SIGNATURES:
+        if head.startswith(signature):
+            return f"{name} files are not opened: only {_FORMAT_NAMES} images are"
+    Image.init()
+    for name, (_, accept) in list(Image.OPEN.items()):
+        if name in IMAGE_FORMATS or accept is None:
+            continue
+        try:
+            known = accept(head)
+        except Exception:  # a plugin's signature check on a short header
+            known = False
+        if known:
+            return f"{name} images are not opened: only {_FORMAT_NAMES} images are"
+    return None
+
+
+def _head(path, n: int = 16) -> bytes:
+    """The first ``n`` bytes of a file name or a seekable file object (b"" on failure)."""
+    try:
+        if isinstance(path, (str, bytes, os.PathLike)):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                return os.read(fd, n)
+            finally:
+                os.close(fd)
+        path.seek(0)
+        return path.read(n)
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
 def load_image(path) -> Image.Image:
     """Open an image file safely and decode it; a JPEG larger than twice ``WORK_SIDE``
     is decoded at a reduced DCT scale (1/2, 1/4 or 1/8; never below ``WORK_SIDE`` on the
     longer side), which :func:`preprocess` would box-average away anyway: several times
     faster and smaller for phone photos and scans.
+
+    Only the raster formats of :data:`IMAGE_FORMATS` are opened (:func:`open_image`),
+    whatever the file's name: a PostScript, EPS or PDF file is refused with a reason
+    naming it, never handed to an interpreter.
 
     Raises
     ------
@@ -246,12 +308,19 @@ def load_image(path) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2
     if isinstance(path, (str, bytes, os.PathLike)):
         try:
-            if os.stat(path).st_size == 0:
-                raise ImageReadError("empty file (0 bytes)")
-        except OSError:
-            pass  # reported by Image.open below with the precise reason
+            st = os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ImageReadError("symlink loop") from None
+            st = None  # reported by Image.open below with the precise reason
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise ImageReadError("is a directory")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise ImageReadError("not a regular file")   # a FIFO would block open() forever
+        if st is not None and st.st_size == 0:
+            raise ImageReadError("empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise ImageReadError(f"image too large ({im.width}x{im.height} pixels)")
             side = max(im.width, im.height)
@@ -270,7 +339,7 @@ def load_image(path) -> Image.Image:
     except PermissionError:
         raise ImageReadError("permission denied") from None
     except Image.UnidentifiedImageError:
-        raise ImageReadError("not an image Pillow can read") from None
+        raise ImageReadError(refused_format(_head(path)) or "not an image Pillow can read") from None
     except OSError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "truncated" in msg.lower():
@@ -294,6 +363,8 @@ def image_to_gray(img: Image.Image) -> tuple[np.ndarray, bool]:
             return alpha, True
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float32)
+        if mode == "F":
+            _require_finite(arr)
         lo, hi = float(arr.min()), float(arr.max())
         if mode.startswith("I;16"):
             lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
@@ -307,6 +378,16 @@ def image_to_gray(img: Image.Image) -> tuple[np.ndarray, bool]:
     if img.mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.float32) / 255.0, False
+
+
+NON_FINITE = "image has NaN/Inf pixels"
+
+
+def _require_finite(arr: np.ndarray) -> None:
+    """Refuse a float image with NaN or infinite pixels (they would reach the model as
+    NaN): raises :class:`ImageReadError`."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageReadError(NON_FINITE)
 
 
 def gray_to_ink(gray: np.ndarray, alpha_ink: bool = False) -> np.ndarray:
@@ -692,6 +773,8 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
     ------
     EmptyInputError
         When there is nothing to classify (blank canvas, empty or uniform image).
+    ImageReadError
+        For a float image with NaN or infinite pixels (the result is always finite).
     TypeError
         For anything else (one line naming what was given).
     """
@@ -720,7 +803,9 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
             arr = np.asarray(source)
             if arr.ndim != 2 or arr.size == 0:
                 raise EmptyInputError("nothing to classify (empty or non-2-D array)")
-            gray = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+            with np.errstate(over="ignore", invalid="ignore"):   # refused just below
+                gray = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+            _require_finite(gray)
             alpha_ink = False
         ink = clean_ink(gray_to_ink(gray, alpha_ink), opts.min_contrast, opts.noise_floor)
     return _finish(ink, opts)
@@ -737,7 +822,7 @@ def fits_small_batch(h: int, w: int) -> bool:
 
 
 def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = None
-                           ) -> list[np.ndarray | EmptyInputError]:
+                           ) -> list[np.ndarray | EmptyInputError | ImageReadError]:
     """:func:`preprocess` for a stack ``(N, H, W)`` of small gray images (float32 in [0,
     1], no alpha ink, ``H * W <= 4000``, ``max(H, W) <= 64``): the same result, bit for
     bit, as ``preprocess`` on each image, with the per-image statistics (border median,
@@ -746,8 +831,9 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
     Batch classification of MNIST-style folders spends most of its preprocessing time in
     those small reductions; done per image they cost several times the rest.
 
-    Returns one entry per image: the 28x28 result, or the :class:`EmptyInputError` that
-    ``preprocess`` would raise for it.
+    Returns one entry per image: the 28x28 result, or the :class:`EmptyInputError` (or,
+    for an image with NaN/Inf pixels, the :class:`ImageReadError`) that ``preprocess``
+    would raise for it. One image's failure is its own: the others come out as if alone.
     """
     opts = opts or PreprocessOptions()
     grays = np.asarray(grays, dtype=np.float32)
@@ -756,6 +842,11 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
         raise ValueError(f"preprocess_small_batch takes non-empty images up to {SMALL_BATCH_PIXELS} pixels, 64 on a side")
     if n == 0:
         return []
+    # NaN/Inf pixels are refused (as preprocess does) and zeroed so that they reach no
+    # statistic; every reduction below is per image, so the others are untouched.
+    finite = np.isfinite(grays).all(axis=(1, 2))
+    if not finite.all():
+        grays = np.where(finite[:, None, None], grays, np.float32(0.0))
     # gray_to_ink, small-image branch
     b = max(1, round(0.04 * min(h, w)))
     border = np.concatenate([grays[:, :b].reshape(n, -1), grays[:, -b:].reshape(n, -1),
@@ -780,15 +871,19 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
         ink = np.where(exact[:, None, None], ink, scaled)
     ink[empty] = 0.0
     fitted, snapped = _fit_snapped(ink, opts)
-    out: list[np.ndarray | EmptyInputError] = []
+    snapped &= np.isfinite(fitted).all(axis=(1, 2))   # else _finish below says why
+    out: list[np.ndarray | EmptyInputError | ImageReadError] = []
     for i in range(n):
+        if not finite[i]:
+            out.append(ImageReadError(NON_FINITE))
+            continue
         if empty[i]:
             out.append(EmptyInputError() if peak[i] < opts.min_contrast
                        else EmptyInputError("nothing to classify (no distinct ink found)"))
             continue
         try:
             out.append(fitted[i] if snapped[i] else _finish(ink[i], opts))
-        except EmptyInputError as e:
+        except (EmptyInputError, ImageReadError) as e:
             out.append(e)
     return out
 
@@ -865,7 +960,10 @@ def _finish(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
         raise EmptyInputError()
     if peak < 0.999:
         out = out / peak
-    return gaussian_blur(out, opts.blur_sigma)
+    out = gaussian_blur(out, opts.blur_sigma)
+    if not np.isfinite(out).all():   # never NaN into the model, whatever came in
+        raise ImageReadError(NON_FINITE)
+    return out
 
 
 def preprocess_file(path, opts: PreprocessOptions | None = None) -> np.ndarray:

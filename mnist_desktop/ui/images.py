@@ -1,8 +1,8 @@
 """Image inputs for the canvas: files (open, drop, paste of copied files) and pixels
 (pasted or dropped image data).
 
-Files are decoded by the inference process with the core's ``load_image`` (any Pillow
-format, EXIF orientation applied), which sends a display copy back; the GUI never decodes
+Files are decoded by the inference process with the core's ``load_image`` (raster
+formats only, EXIF orientation applied), which sends a display copy back; the GUI never decodes
 large images itself.
 """
 

@@ -445,11 +445,12 @@ class MainWindow(QMainWindow):
         return dock
 
     def closeEvent(self, ev) -> None:
+        if self._batch_window is not None and not self._batch_window.close():
+            ev.ignore()   # the batch window keeps corrections the user has not exported
+            return
         self.settings.window_geometry = bytes(self.saveGeometry().data())
         self._save_settings()
         self.live.detach()
-        if self._batch_window is not None:
-            self._batch_window.close()
         if self._owns_worker:
             self.worker.stop()
         super().closeEvent(ev)

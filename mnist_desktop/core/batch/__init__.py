@@ -37,6 +37,7 @@ Modules
 ``progress``   :class:`BatchProgress`, :class:`ProgressMeter`, :func:`classify_with_progress`
 ``store``      :class:`ResultStore`
 ``output``     CSV/JSON columns and :func:`write_results`
+``journal``    :class:`CorrectionJournal`: hand corrections kept on disk until exported
 """
 
 from mnist_desktop.core.batch.decoding import decode_and_classify, decode_chunk, decode_one
@@ -44,16 +45,17 @@ from mnist_desktop.core.batch.engine import (CHUNK_SECONDS, DEFAULT_BATCH_SIZE, 
                                              classify_files)
 from mnist_desktop.core.batch.inference import PRECISIONS, inference_precision
 from mnist_desktop.core.batch.listing import collect_files
-from mnist_desktop.core.batch.output import csv_header, csv_row, result_record, write_results
+from mnist_desktop.core.batch.journal import CorrectionJournal, pending_journals
+from mnist_desktop.core.batch.output import csv_header, csv_row, csv_text, result_record, write_results
 from mnist_desktop.core.batch.pool import default_workers, prestart_workers
 from mnist_desktop.core.batch.progress import BatchProgress, ProgressMeter, classify_with_progress, format_duration
 from mnist_desktop.core.batch.results import FileResult, display_path
 from mnist_desktop.core.batch.store import ResultStore
 
 __all__ = [
-    "BatchProgress", "CHUNK_SECONDS", "DEFAULT_BATCH_SIZE", "FIRST_CHUNK", "FileResult", "PRECISIONS",
-    "ProgressMeter", "ResultStore", "classify_chunks", "classify_files", "classify_with_progress",
-    "collect_files", "csv_header", "csv_row", "decode_and_classify", "decode_chunk", "decode_one",
-    "default_workers", "display_path", "format_duration", "inference_precision", "prestart_workers",
-    "result_record", "write_results",
+    "BatchProgress", "CHUNK_SECONDS", "CorrectionJournal", "DEFAULT_BATCH_SIZE", "FIRST_CHUNK", "FileResult",
+    "PRECISIONS", "ProgressMeter", "ResultStore", "classify_chunks", "classify_files", "classify_with_progress",
+    "collect_files", "csv_header", "csv_row", "csv_text", "decode_and_classify", "decode_chunk", "decode_one",
+    "default_workers", "display_path", "format_duration", "inference_precision", "pending_journals",
+    "prestart_workers", "result_record", "write_results",
 ]

@@ -170,6 +170,13 @@ def _gray_png(data: bytes) -> np.ndarray | None:
     return arr
 
 
+def _alone(gray: np.ndarray, options: PreprocessOptions) -> np.ndarray | Exception:
+    """:func:`preprocess` of one small gray image (what :func:`preprocess_small_batch`
+    gives for it), or the exception that stands for its failure."""
+    result, err = _guarded(lambda: preprocess(gray, options))
+    return ImageReadError(err) if err is not None else result
+
+
 class _Done:
     """An image already preprocessed on its own (wraps the 28x28 result)."""
     __slots__ = ("image",)
@@ -199,14 +206,15 @@ def decode_chunk(paths: Sequence[str], options: PreprocessOptions) -> tuple[np.n
         if err is None and not isinstance(value, _Done):
             groups[value.shape].append(i)
     for idx in groups.values():
-        done = _guarded(lambda: preprocess_small_batch(np.stack([loaded[i][0] for i in idx]), options))
+        try:
+            done = preprocess_small_batch(np.stack([loaded[i][0] for i in idx]), options)
+        except Exception:  # one file must not fail its group: each goes on its own
+            done = [_alone(loaded[i][0], options) for i in idx]
         for k, i in enumerate(idx):
-            if done[1] is not None:
-                loaded[i] = (None, done[1])
-            elif isinstance(done[0][k], EmptyInputError):
-                loaded[i] = (None, str(done[0][k]))
+            if isinstance(done[k], Exception):
+                loaded[i] = (None, str(done[k]))
             else:
-                loaded[i] = (_Done(done[0][k]), None)
+                loaded[i] = (_Done(done[k]), None)
     images = np.empty((len(paths), SIZE, SIZE), np.float32)
     errors: list[str | None] = []
     n = 0

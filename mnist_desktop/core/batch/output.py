@@ -13,21 +13,35 @@ from mnist_desktop.core.batch.results import FileResult, display_path
 from mnist_desktop.core.batch.store import ResultStore
 
 
+# A spreadsheet takes a cell that starts with one of these for a formula and runs it
+# (CSV injection: a file named =HYPERLINK(...).png). OWASP's advice: prefix such a cell
+# with a single quote, which makes it text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_text(text: str) -> str:
+    """``text`` as a CSV cell that no spreadsheet runs: a leading ``'`` when it starts
+    with ``=``, ``+``, ``-``, ``@``, a tab or a line break."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def csv_header(labels: Sequence[str], corrected: bool = False) -> list[str]:
     """CSV columns: ``path, prediction, confidence, uncertain, error``, one ``p_<label>``
     per class, then ``corrected_label`` when any label was corrected by hand."""
-    cols = ["path", "prediction", "confidence", "uncertain", "error"] + [f"p_{lab}" for lab in labels]
+    cols = ["path", "prediction", "confidence", "uncertain", "error"] + [csv_text(f"p_{lab}") for lab in labels]
     return cols + ["corrected_label"] if corrected else cols
 
 
 def csv_row(r: FileResult, corrected: bool = False) -> list[str]:
-    """One CSV row matching :func:`csv_header`."""
+    """One CSV row matching :func:`csv_header`. Text cells (path, labels, error) go
+    through :func:`csv_text`; the JSON records keep them exact."""
+    path = csv_text(display_path(r.path))
     if r.probs is None:
-        row = [display_path(r.path), "", "", "", r.error or ""] + [""] * len(r.labels)
+        row = [path, "", "", "", csv_text(r.error or "")] + [""] * len(r.labels)
     else:
-        row = ([display_path(r.path), r.prediction, f"{r.confidence:.6f}", str(r.uncertain).lower(), ""]
+        row = ([path, csv_text(r.prediction), f"{r.confidence:.6f}", str(r.uncertain).lower(), ""]
                + [f"{p:.6f}" for p in r.probs])
-    return row + [r.corrected_label or ""] if corrected else row
+    return row + [csv_text(r.corrected_label or "")] if corrected else row
 
 
 def result_record(r: FileResult, top_k: int = 3) -> dict:

@@ -2,18 +2,20 @@
 
 Both run on a small QThreadPool and come back through signals; the GUI thread only turns
 finished QImages into pixmaps. Files are read through Python (``open`` works for every
-name, including bytes that are not valid UTF-8, which a QString cannot hold).
+name, including bytes that are not valid UTF-8, which a QString cannot hold) and decoded
+by Pillow, exactly as classification decodes them.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import os
 import stat
 
 import numpy as np
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QRunnable, Qt, QThreadPool, Signal, Slot
-from PySide6.QtGui import QColor, QIcon, QImage, QImageReader, QPainter, QPixmap
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 
 THUMB = 64
 MAX_THUMB_FILE_BYTES = 32 * 1024 * 1024
@@ -22,33 +24,43 @@ MAX_THUMB_FILE_BYTES = 32 * 1024 * 1024
 def read_thumbnail(path: str, size: int = THUMB) -> QImage:
     """A QImage of at most ``size`` x ``size`` for ``path``; null on any failure.
 
-    Decoding uses Qt's own allocation limit (256 MB by default), so a decompression
-    bomb is refused here as well.
+    Decoded by Pillow through the core's :func:`~mnist_desktop.core.preprocess.load_image`,
+    as for classification: the same raster formats only (a PostScript file named .png is
+    never run), its decompression-bomb limits, EXIF orientation. Not Qt's image plugins:
+    Qt's TIFF handler closed a QBuffer freed before it and crashed the app, and Qt would
+    open formats (PDF, SVG) that the classifier refuses.
     """
+    from mnist_desktop.core.preprocess import image_to_gray, load_image
+
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= MAX_THUMB_FILE_BYTES:
             return QImage()  # a FIFO named *.png would block open() forever
-        with open(path, "rb") as f:
-            data = f.read(MAX_THUMB_FILE_BYTES + 1)
-    except OSError:
+        # O_NONBLOCK: should the file have become a FIFO since the stat, read at once
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            data = os.read(fd, MAX_THUMB_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
+        if not data or len(data) > MAX_THUMB_FILE_BYTES:
+            return QImage()
+        img = load_image(io.BytesIO(data))
+        img.thumbnail((size, size))
+        if img.mode in ("F", "I") or img.mode.startswith("I;16"):
+            gray = image_to_gray(img)[0]   # scaled to the image's range, as preprocessing reads it
+            rgba = np.repeat(np.clip(gray * 255 + 0.5, 0, 255).astype(np.uint8)[:, :, None], 4, axis=2)
+            rgba[:, :, 3] = 255
+        else:
+            rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
+    except Exception:  # any decoding failure: the broken-file icon, never a crash
         return QImage()
-    if not data or len(data) > MAX_THUMB_FILE_BYTES:
-        return QImage()
-    buf = QBuffer()
-    buf.setData(QByteArray(data))
-    buf.open(QIODevice.ReadOnly)
-    reader = QImageReader(buf)
-    reader.setAutoTransform(True)
-    full = reader.size()
-    if full.isValid() and (full.width() > size or full.height() > size):
-        reader.setScaledSize(full.scaled(size, size, Qt.KeepAspectRatio))
-    img = reader.read()
-    if img.isNull():
-        return QImage()
-    if img.width() < size and img.height() < size:
+    rgba = np.ascontiguousarray(rgba)
+    h, w = rgba.shape[:2]
+    qimg = QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+    if w < size and h < size:
         # MNIST-sized files: enlarge so the digit is legible in the grid
-        img = img.scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation)
-    return img
+        qimg = qimg.scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    return qimg
 
 
 def array_to_qimage(image28: np.ndarray) -> QImage:

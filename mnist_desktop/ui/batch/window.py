@@ -6,6 +6,9 @@ long work - listing and classification, export, sorting, undo - runs as a Qt-fre
 generator on a :class:`~mnist_desktop.ui.batch.worker.TaskRunner`; results come back
 through signals in coalesced chunks and land in one
 :class:`~mnist_desktop.core.batch.ResultStore` shown by a table and a thumbnail grid.
+Labels corrected by hand are journaled to disk as they are made
+(:class:`~mnist_desktop.core.batch.CorrectionJournal`) until they are exported: closing
+asks first, and after a crash the next open of the same inputs offers them back.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from PySide6.QtCore import QEvent, QModelIndex, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
                                QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
@@ -23,7 +26,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QRadioButton, QSplitter, QStyledItemDelegate, QTableView, QTableWidget,
                                QTableWidgetItem, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
-from mnist_desktop.core.batch import ResultStore, display_path, format_duration, write_results
+from mnist_desktop.core.batch import (CorrectionJournal, ResultStore, display_path, format_duration,
+                                      pending_journals, write_results)
 from mnist_desktop.core.predictor import Predictor
 from mnist_desktop.service.classify import Listed, ModelReady, Note, Results
 from mnist_desktop.service.models import LoadedPredictor
@@ -339,6 +343,12 @@ class BatchWindow(QMainWindow):
         self._total: int | None = None
         self._last_sort_log: Path | None = None
         self._exported = True
+        self._journal: CorrectionJournal | None = None   # this run's corrections, on disk
+        self._earlier: dict[str, str] = {}   # an earlier session's corrections of these inputs
+        self._restore_unasked = False        # restore self._earlier without asking (asked at start)
+        self._replaying = False
+        self._corrected_since_export = 0
+        self._offered_journals = False
 
         self.loader = ImageLoader(self)
         self.model = BatchResultModel(self.loader, self)
@@ -469,6 +479,9 @@ class BatchWindow(QMainWindow):
         self.store = None
         self._total = None
         self._exported = True
+        self._journal = CorrectionJournal.for_inputs(self._inputs)
+        self._earlier = self._journal.corrections()
+        self._restore_unasked = False
         self.proxy.set_filter(Filter.ALL)
         self._sync_filter_box()
         task = classify_task(self._inputs, self._loaded or self._model_source, self._device,
@@ -538,7 +551,9 @@ class BatchWindow(QMainWindow):
         if kind == "classify":
             self._finish_classify(cancelled)
         elif kind == "export":
-            self._exported = True
+            if not self._corrected_since_export:   # else the file lacks the newest ones
+                self._exported = True
+                self._clear_journal()
             self.statusBar().showMessage(f"Exported {len(self.store):,} results to {display_path(result)}", 10000)
             self.exportFinished.emit(str(result))
         elif kind == "sort":
@@ -559,6 +574,7 @@ class BatchWindow(QMainWindow):
                                 + (f", {int(self.store.column('uncertain').sum()):,} uncertain"))
             if self.store.has_true_labels and not cancelled:
                 self.tabs.setTabText(2, "Accuracy ✓")
+            self._offer_earlier_corrections()
         self.runFinished.emit(cancelled)
 
     def _on_task_failed(self, message: str) -> None:
@@ -593,12 +609,18 @@ class BatchWindow(QMainWindow):
         if files and self._confirm_discard():
             self.classify(files)
 
-    def _confirm_discard(self) -> bool:
+    def _confirm_discard(self, question: str = "Discard them?") -> bool:
+        """Whether the hand corrections may go (none, exported, or the user says so);
+        discarded ones leave the journal too."""
         if self.store is None or not self.store.has_corrections or self._exported:
             return True
-        return QMessageBox.question(self, "Discard corrections?",
-                                    "The labels you corrected by hand have not been exported. Discard them?"
-                                    ) == QMessageBox.Yes
+        if QMessageBox.question(self, "Discard corrections?",
+                                f"The labels you corrected by hand have not been exported. {question}"
+                                ) != QMessageBox.Yes:
+            return False
+        self._exported = True   # nothing left to lose: a later close does not ask again
+        self._clear_journal()
+        return True
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
@@ -633,6 +655,9 @@ class BatchWindow(QMainWindow):
 
     def _on_correction_changed(self, row: int) -> None:
         self._exported = False
+        self._corrected_since_export += 1
+        if not self._replaying:
+            self._journal_record(row)
         if self.detail.row == row:
             self.detail.show_row(self.store, row)
         if self.proxy.mode == Filter.CORRECTED:
@@ -702,9 +727,11 @@ class BatchWindow(QMainWindow):
     def export_results(self, path: str | os.PathLike) -> bool:
         """Write all results to ``path`` (.csv or .json) on the worker thread: the
         columns of ``mnist-desktop classify``, plus ``corrected_label`` when any label
-        was corrected. :attr:`exportFinished` reports the path."""
+        was corrected. :attr:`exportFinished` reports the path; the corrections it holds
+        leave the journal."""
         if self.is_running() or self.store is None:
             return False
+        self._corrected_since_export = 0
         self._start(_call_task(self._write, str(path)), "export")
         self.status.setText(f"Exporting to {display_path(path)}…")
         return True
@@ -795,9 +822,84 @@ class BatchWindow(QMainWindow):
         self._set_running(False)
         self.undoFinished.emit(report)
 
+    # ------------------------------------------------------------------ journal
+    def _journal_record(self, row: int) -> None:
+        if self._journal is None or self.store is None:
+            return
+        try:
+            self._journal.record(self.store.path(row), self.store.corrected_label(row))
+        except OSError as e:
+            self.statusBar().showMessage(f"Corrections cannot be saved to {display_path(self._journal.path)} "
+                                         f"({e.strerror or e}): export them before closing", 20000)
+
+    def _clear_journal(self) -> None:
+        self._earlier = {}
+        if self._journal is not None:
+            self._journal.clear()
+
+    def _offer_earlier_corrections(self) -> None:
+        """After a run: restore the corrections an earlier session made to these inputs
+        and never exported (asked first, unless the user asked for them at start)."""
+        earlier, self._earlier = self._earlier, {}
+        if not earlier or self.store is None or self._journal is None:
+            return
+        rows = {self.store.path(i): i for i in range(len(self.store))}
+        found = {rows[p]: lab for p, lab in earlier.items() if p in rows and lab in self.store.labels}
+        if not found:
+            return
+        if not self._restore_unasked and QMessageBox.question(
+                self, "Restore corrections?",
+                f"{len(found):,} labels of these files were corrected by hand in an earlier session and "
+                "never exported. Restore them? (No discards them.)") != QMessageBox.Yes:
+            self._journal.clear()
+            for i in np.flatnonzero(self.store.column("corrected") >= 0):   # this run's own
+                self._journal_record(int(i))
+            return
+        self._replaying = True   # already in the journal
+        try:
+            for i, lab in found.items():
+                if self.store.corrected_label(i) is None:   # one made during this run wins
+                    self.model.set_correction(i, lab)
+        finally:
+            self._replaying = False
+        self.statusBar().showMessage(f"Restored {len(found):,} corrections from an earlier session", 10000)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._offered_journals:
+            self._offered_journals = True
+            QTimer.singleShot(0, self, self.offer_journaled_corrections)
+
+    def offer_journaled_corrections(self) -> bool:
+        """At start: offer to classify again the inputs of the newest journal of
+        corrections never exported (a crash, a kill), and restore them. Returns whether
+        a run started."""
+        if self.is_running() or self.store is not None:
+            return False
+        journals = pending_journals()
+        if not journals:
+            return False
+        j = journals[0]
+        n = len(j.corrections())
+        names = ", ".join(display_path(p) for p in j.inputs[:2]) + (" …" if len(j.inputs) > 2 else "")
+        if QMessageBox.question(self, "Restore corrections?",
+                                f"{n:,} labels you corrected by hand in {names} were never exported "
+                                "(the app was closed or crashed). Classify those files again and restore "
+                                "the corrections? (No discards them.)") != QMessageBox.Yes:
+            j.clear()
+            return False
+        if not self.classify(j.inputs):
+            return False
+        self._restore_unasked = True
+        return True
+
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event) -> None:
-        """Cancel and join every worker before the window goes."""
+        """Ask before hand corrections that were never exported go, then cancel and join
+        every worker before the window goes."""
+        if not self._confirm_discard("Close and discard them?"):
+            event.ignore()
+            return
         if self._runner is not None:
             self._runner.stop()
         self.loader.shutdown()

@@ -284,3 +284,42 @@ def test_run_says_when_the_workers_cannot_run_the_model(qtbot, tmp_path, mnist_t
     assert len(w.store) == 30 and w.store.failed == 0
     assert {w.store.prediction(i) for i in range(30)} == {str(mnist_test.labels[0])}
     assert any("worker processes" in m and "slower" in m for m in messages), messages
+
+
+def test_results_streaming_in_reach_the_views_in_coalesced_batches(qtbot, make_window, predictor):
+    """Result events arriving every 0.1 s are appended together, not one relayout each."""
+    from mnist_desktop.core.batch import FileResult
+    from mnist_desktop.ui.batch.worker import ClassifyEvent
+
+    w = make_window()
+    w._on_classify_event(ClassifyEvent(ClassifyEvent.MODEL, predictor))
+    w._on_classify_event(ClassifyEvent(ClassifyEvent.LISTED, (50, [])))
+    inserted = []
+    w.model.rowsInserted.connect(lambda *a: inserted.append(a))
+    labels = predictor.labels
+    for k in range(5):
+        batch = []
+        for j in range(10):
+            r = FileResult(f"/nowhere/{k}_{j}.png", labels)
+            r.probs = np.full(len(labels), 1 / len(labels), np.float32)
+            batch.append(r)
+        w._on_classify_event(ClassifyEvent(ClassifyEvent.RESULTS, (None, batch)))
+    assert w.model.rowCount() == 0             # waiting for the flush
+    qtbot.waitUntil(lambda: w.model.rowCount() == 50, timeout=5000)
+    assert len(inserted) == 1 and len(w.store) == 50 and w.progress.value() == 50
+
+
+def test_a_new_thumbnail_repaints_only_its_grid_cell(qtbot, make_window, tmp_path, mnist_test):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(mnist_test.images[i]).save(folder / f"{i}.png")
+    w = make_window(workers=0)
+    run(qtbot, w, [folder])
+    changed = []
+    w.model.dataChanged.connect(lambda a, b, *_: changed.append((a.row(), a.column(), b.row(), b.column())))
+    w.loader.reset()   # forget the thumbnails: the next paint asks for them again
+    w.grid.viewport().repaint()
+    qtbot.waitUntil(lambda: len(changed) == 6, timeout=10_000)
+    assert sorted(changed) == [(r, 0, r, 0) for r in range(6)]   # one cell each, not whole rows
+    assert not w.grid.viewport().grab().toImage().isNull()

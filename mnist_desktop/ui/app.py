@@ -64,21 +64,24 @@ def run_app(model: str | None = None, settings_path: str | None = None,
         Called with the shown :class:`MainWindow` before the event loop runs (used by
         the startup benchmark).
     """
+    from mnist_desktop.ui.app_log import configure_logging
     from mnist_desktop.ui.main_window import MainWindow
     from mnist_desktop.ui.settings import SettingsStore, default_settings_path
 
     app = create_application()
+    app_log = configure_logging(defer_file=True)   # the file opens once the window is up
     store = SettingsStore(settings_path or default_settings_path())
     window = MainWindow(store, model_override=model)
     window.show()
     # Once the window has painted and the event loop waits for input, start the inference
     # process (torch loads there) and the background imports; earlier, they would compete
     # with the first paint for the CPU and the GIL.
-    after_first_paint(window.canvas, lambda: (window.start(), warmup.start()))
+    after_first_paint(window.canvas, lambda: (window.start(), warmup.start(), app_log.open_file()))
     if on_window is not None:
         on_window(window)
     code = app.exec()
     warmup.join()
+    app_log.close()
     return code
 
 

@@ -314,8 +314,8 @@ class InferenceWorker(QObject):
         if not (self._wanted and msg.token == self._wanted.token):
             return  # an older load: a newer one is on its way
         failed_path = self._wanted.path
-        log.warning("could not load model %s: %s%s", failed_path, msg.message,
-                    "\n" + msg.traceback.rstrip() if msg.traceback else "")
+        if msg.traceback:   # a bug rather than a bad file: keep the details
+            log.error("loading model %s failed: %s\n%s", failed_path, msg.message, msg.traceback.rstrip())
         # The child keeps its previous predictor, if it had one; a restart after a crash
         # must then reload that one, not the file that failed.
         self._ready = self._info is not None

@@ -10,6 +10,7 @@ through signals in coalesced chunks and land in one
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +28,9 @@ from mnist_desktop.core.batch import ResultStore, display_path, format_duration,
 from mnist_desktop.ui.batch.loaders import THUMB, ImageLoader, array_to_qimage
 from mnist_desktop.ui.batch.models import BatchResultModel, Column, Filter, ResultFilterProxy
 from mnist_desktop.ui.batch.worker import ClassifyEvent, TaskRunner, classify_task
+
+
+log = logging.getLogger(__name__)
 
 
 def _call_task(fn, *args):
@@ -560,6 +564,7 @@ class BatchWindow(QMainWindow):
             self.progress.setValue(0)
             self.status.setText(f"{self._total:,} files")
         elif ev.kind == ClassifyEvent.NOTE:
+            log.warning("batch: %s", ev.payload)
             self.statusBar().showMessage(ev.payload, 20000)
         elif ev.kind == ClassifyEvent.RESULTS:
             prog, results = ev.payload
@@ -626,6 +631,7 @@ class BatchWindow(QMainWindow):
         self._set_running(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        log.error("batch %s failed: %s", kind, message)
         self.status.setText(f"<span style='color:#b00020'>{kind} failed: {message}</span>")
         self.failed.emit(message)
         if kind == "classify":
@@ -821,6 +827,7 @@ class BatchWindow(QMainWindow):
             + f" into {display_path(result.log_path.parent)}"
         if result.failed:
             msg += f"; {len(result.failed):,} could not be placed"
+            log.warning("sort into %s: %d files could not be placed", result.log_path.parent, len(result.failed))
         self.status.setText(msg + f". Undo log: {display_path(result.log_path.name)}")
         self._set_running(False)
         self.sortFinished.emit(result)

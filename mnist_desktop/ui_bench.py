@@ -11,13 +11,23 @@ Run ``python -m mnist_desktop.ui_bench`` (add ``--runs N``, ``--seconds S``, or
   this is when its prediction is on screen (torch and the model load meanwhile in the
   inference process).
 * during a **scripted 10-second scribble** (mouse events posted at 125 Hz, ten ~1 s
-  strokes): the **longest GUI-thread stall** -- the longest stretch the GUI thread spent
-  dispatching events back to back (top-level ``QApplication.notify`` calls less than
-  0.2 ms apart are merged), i.e. the longest time new input had to wait for our code
-  (goal <= 16 ms) -- and the **canvas-to-chart latency**, from the canvas handling an
+  strokes): the **longest GUI-thread stall** -- the longest stretch the GUI thread's
+  event loop spent dispatching (from the first event after it waited for input until it
+  waits again, the dispatcher's ``aboutToBlock``; stretches less than 0.2 ms apart are
+  merged), i.e. the longest time new input had to
+  wait for our code (goal <= 16 ms) -- and the **canvas-to-chart latency**, from the canvas handling an
   input event to the chart starting to paint the prediction for it (goal: median
   <= 5 ms). The lateness of the 8 ms input timer is printed too; it also contains the
   time the OS did not schedule the process at all (other load on the machine).
+
+With ``--with-batch N`` the scribble runs while the batch window (opened through the
+main window's File > Batch Classify, as a user would) classifies N generated 28x28 PNG
+files (MNIST train-5k digits, in label-named sub-folders) in the same GUI process; the
+benchmark starts drawing once the first batch results are on screen and reports how
+much of the batch overlapped the scribble. ``--real-input`` (X11 only, e.g. under
+Xvfb) draws with real pointer motion from ``xdotool`` instead of posted events, so Qt's
+event compression (which merges motion events when the GUI thread falls behind) is
+measured too: **motion events delivered vs sent**. Posted events are never compressed.
 
 Uses ``QT_QPA_PLATFORM`` as set (offscreen when there is no display). Settings and user
 data go to a temporary folder.
@@ -154,8 +164,63 @@ def scribble_path(seconds: float, rate_hz: float, stroke_s: float = 1.0):
     return events
 
 
-def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
-    """Draw a scripted scribble into a real window and measure stalls and latency."""
+def write_batch_images(folder: str, n: int) -> int:
+    """Write ``n`` 28x28 PNG digits into ``folder/<label>/``: MNIST train-5k images from
+    ``../shared/data/mnist`` when present (repeated as needed), else random strokes."""
+    import numpy as np
+    from PIL import Image
+
+    images, labels = _batch_digits()
+    for i in range(n):
+        k = i % len(images)
+        sub = os.path.join(folder, str(int(labels[k])))
+        os.makedirs(sub, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(images[k], np.uint8)).save(
+            os.path.join(sub, f"{i:06d}.png"), compress_level=1)
+    return n
+
+
+def _batch_digits():
+    import numpy as np
+
+    from mnist_desktop.core.paths import resources_dir
+
+    mnist = resources_dir().parent.parent / "shared" / "data" / "mnist"
+    try:
+        from mnist_desktop.core.data import load_idx_folder
+
+        split = load_idx_folder(mnist, "train-5k")
+        return split.images, split.labels
+    except Exception:  # no data beside the checkout: random ink blobs, labelled 0..9
+        rng = np.random.default_rng(0)
+        images = np.zeros((100, 28, 28), np.uint8)
+        for img in images:
+            for _ in range(40):
+                y, x = rng.integers(6, 22, 2)
+                img[y - 1:y + 2, x - 1:x + 2] = 255
+        return images, np.arange(100) % 10
+
+
+def _xdotool_script(events, canvas, period_s: float) -> list[str]:
+    """One xdotool command line that draws ``events`` (document units) on ``canvas``
+    at one motion every ``period_s`` seconds."""
+    args = ["xdotool"]
+    for kind, x, y in events:
+        g = canvas.mapToGlobal(canvas.to_widget(x, y).toPoint())
+        args += ["mousemove", str(g.x()), str(g.y())]
+        if kind == "press":
+            args += ["mousedown", "1"]
+        elif kind == "release":
+            args += ["mouseup", "1"]
+        args += ["sleep", f"{period_s:.4f}"]
+    return args
+
+
+def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0, with_batch: int = 0,
+                   real_input: bool = False) -> dict:
+    """Draw a scripted scribble into a real window and measure stalls and latency;
+    with ``with_batch`` files classified meanwhile by the batch window, and with
+    ``real_input`` drawn by xdotool (X11) instead of posted events."""
     from PySide6.QtCore import QCoreApplication, QEvent, QEventLoop, QObject, Qt, QTimer
     from PySide6.QtGui import QMouseEvent
 
@@ -165,30 +230,60 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
 
     from PySide6.QtWidgets import QApplication
 
-    intervals: list[tuple[float, float]] = []
+    stretches: list[tuple[float, float, float, list]] = []   # start, end, cpu, events
 
-    class TimingApplication(QApplication):
-        """Records when each top-level event dispatch starts and ends."""
+    class DispatchTimer(QObject):
+        """Records each stretch the GUI thread's event loop spends dispatching: from the
+        first event after it last waited for input until it is about to wait again
+        (the dispatcher's ``aboutToBlock``), with the events dispatched meanwhile.
 
-        depth = 0
+        Every piece of GUI-thread work (input, timers, queued signals, paints) starts as
+        an event through the application's event filters. Deliberately not a Python
+        ``QApplication.notify`` override: Qt calls ``notify`` from every thread, and
+        Python code there deadlocks with a thread that holds the GIL while it waits for
+        a Qt lock (seen with the batch window's thumbnail threads loading a QImageReader
+        plugin). Application event filters and ``aboutToBlock`` run on the GUI thread
+        only.
+        """
 
-        def notify(self, receiver, event):
-            if self.depth:
-                return super().notify(receiver, event)
-            self.depth = 1
-            t, c = time.perf_counter(), time.thread_time()
-            try:
-                return super().notify(receiver, event)
-            finally:
-                self.depth = 0
-                intervals.append((t, time.perf_counter(), time.thread_time() - c,
-                                  f"{type(receiver).__name__}/{event.type().name}"))
+        def __init__(self, dispatcher):
+            super().__init__()
+            self._t = None
+            self._c = 0.0
+            self._events: list = []
+            dispatcher.aboutToBlock.connect(self._block)
+
+        def _block(self):
+            if self._t is not None:
+                stretches.append((self._t, time.perf_counter(), time.thread_time() - self._c, self._events))
+                self._t = None
+
+        def eventFilter(self, obj, ev):
+            now = time.perf_counter()
+            if self._t is None:
+                self._t, self._c, self._events = now, time.thread_time(), []
+            if len(self._events) < 50:
+                self._events.append((now, time.thread_time(), _describe_receiver(obj), ev.type().name))
+            return False
+
+    from mnist_desktop.ui.app import keep_every_motion_event
 
     if QApplication.instance() is not None:
         raise RuntimeError("bench_scribble needs to create the QApplication itself")
-    app = TimingApplication(["ui_bench"])
+    keep_every_motion_event()
+    app = QApplication(["ui_bench"])
+    keep_every_motion_event()   # as the app does (the xcb plugin turns compression on)
+    from PySide6.QtCore import QAbstractEventDispatcher
+
+    dispatch_timer = DispatchTimer(QAbstractEventDispatcher.instance())
+    app.installEventFilter(dispatch_timer)
+    if real_input and app.platformName() != "xcb":
+        raise RuntimeError(f"--real-input needs X11 (xcb), not {app.platformName()!r}")
     tmp = tempfile.TemporaryDirectory()
     os.environ["MNIST_DESKTOP_DATA"] = os.path.join(tmp.name, "data")
+    batch_folder = os.path.join(tmp.name, "batch")
+    if with_batch:
+        write_batch_images(batch_folder, with_batch)
     window = MainWindow(SettingsStore(os.path.join(tmp.name, "settings.ini")))
     window.resize(1100, 700)
     window.show()
@@ -200,6 +295,27 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
     wait.exec()
     if not window.worker.is_ready:
         raise RuntimeError("the model did not load within 120 s")
+    batch = {"rows_at_start": 0, "rows_at_end": 0, "t_done": None, "total": with_batch}
+    if with_batch:
+        window.open_batch()   # File > Batch Classify, as a user would
+        bw = window._batch_window
+        bw.move(window.frameGeometry().right() + 10, 0)   # beside the main window, not over it
+        window.raise_()
+        window.activateWindow()
+        bw.runFinished.connect(lambda *_: batch.__setitem__("t_done", time.perf_counter()))
+        bw.classify([batch_folder])
+        # Draw once results stream in: model loaded, files listed, workers running.
+        wait = QEventLoop()
+        first = QTimer()
+        first.timeout.connect(lambda: wait.quit() if (bw.store is not None and len(bw.store)) or
+                              not bw.is_running() else None)
+        first.start(20)
+        QTimer.singleShot(180_000, wait.quit)
+        wait.exec()
+        first.stop()
+        if bw.store is None or not len(bw.store):
+            raise RuntimeError("the batch window produced no results within 180 s")
+        batch["rows_at_start"] = len(bw.store)
 
     canvas, chart, live = window.canvas, window.chart, window.live
     events = scribble_path(seconds, rate_hz)
@@ -219,8 +335,18 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
                     latencies.append(time.perf_counter() - t_in)
             return False
 
+    class CanvasMotion(QObject):
+        def eventFilter(self, obj, ev):
+            if ev.type() == QEvent.Type.MouseMove and state["measuring"] \
+                    and ev.buttons() & Qt.MouseButton.LeftButton:
+                state["moves_delivered"] += 1
+            return False
+
     chart_filter = ChartPaint()
     chart.installEventFilter(chart_filter)
+    motion_filter = CanvasMotion()
+    canvas.installEventFilter(motion_filter)
+    state["moves_delivered"] = 0
     canvas.inputChanged.connect(lambda *_: state.__setitem__("snapshots", state["snapshots"] + 1))
     window.worker.requestDropped.connect(lambda *_: state.__setitem__("dropped", state["dropped"] + 1))
     live.predictionChanged.connect(lambda *_: state.__setitem__("shown", state["shown"] + 1))
@@ -251,35 +377,86 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0) -> dict:
     def finish():
         # Measurement ends here: quitting closes the window (settings, worker join).
         state["t_end"] = time.perf_counter()
+        if with_batch:
+            bw = window._batch_window
+            batch["rows_at_end"] = len(bw.store) if bw.store is not None else 0
         app.quit()
+
+    xdo = None
+
+    def xdotool_done():
+        if xdo.poll() is not None:
+            timer.stop()
+            QTimer.singleShot(300, finish)
 
     timer = QTimer()
     timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.timeout.connect(tick)
     state["measuring"] = True
-    intervals.clear()
+    stretches.clear()
     t_start = time.perf_counter()
-    timer.start(round(period_ms))
+    if real_input:
+        window.raise_()
+        window.activateWindow()
+        # One process draws the whole scribble: real X events, so compression applies.
+        xdo = subprocess.Popen(_xdotool_script(events, canvas, period_ms / 1000))
+        timer.timeout.connect(xdotool_done)
+        timer.start(20)
+    else:
+        timer.timeout.connect(tick)
+        timer.start(round(period_ms))
     app.exec()
     elapsed = time.perf_counter() - t_start
     state["measuring"] = False
-    measured = [iv for iv in intervals if t_start <= iv[0] and iv[1] <= state["t_end"]]
+    measured = [iv for iv in stretches if t_start <= iv[0] and iv[1] <= state["t_end"]]
     busy = _merged_durations(measured)
     cpu = [iv[2] for iv in measured]
     if os.environ.get("UI_BENCH_DEBUG"):
-        for a, b, c, what in sorted(measured, key=lambda iv: iv[1] - iv[0])[-12:]:
-            print(f"  slow dispatch: at {a - t_start:.3f} s wall {_ms(b - a)} cpu {_ms(c)} {what}")
-        kinds = {}
-        for a, b, c, what in measured:
-            k = kinds.setdefault(what, [0, 0.0, 0.0])
-            k[0] += 1; k[1] += b - a; k[2] = max(k[2], c)
-        for what, (n, tot, mx) in sorted(kinds.items(), key=lambda kv: -kv[1][1])[:10]:
-            print(f"  {what}: n={n} total {tot:.3f} s, max cpu {_ms(mx)}")
+        _print_stretches(measured, t_start)
     window.close()
     tmp.cleanup()
+    t_done = batch["t_done"]
+    batch["overlap"] = (min(t_done, state["t_end"]) if t_done else state["t_end"]) - t_start
     return {"busy": busy, "cpu": cpu, "late": late, "latency": latencies, "compute": compute, "elapsed": elapsed,
             "events": len(events), "snapshots": state["snapshots"], "dropped": state["dropped"],
-            "shown": state["shown"]}
+            "shown": state["shown"],
+            # xdotool moves the pointer to each release point with the button still down
+            "moves_sent": sum(1 for e in events if e[0] == "move" or (real_input and e[0] == "release")),
+            "moves_delivered": state["moves_delivered"], "batch": batch if with_batch else None}
+
+
+def _describe_receiver(obj) -> str:
+    name = type(obj).__name__
+    if name in ("QWidget", "QWindow", "QObject") and obj.parent() is not None:
+        # e.g. an item view's viewport: name it after its view
+        name += f"<{type(obj.parent()).__name__}>"
+    return name
+
+
+def _print_stretches(measured, t_start: float) -> None:
+    """UI_BENCH_DEBUG: the slowest stretches and where the GUI thread's time went (each
+    event: until the next one in its stretch began, wall and GUI-thread CPU)."""
+    def parts(stretch):
+        a, b, c, evs = stretch
+        ends = [(t, ct) for t, ct, *_ in evs[1:]] + [(b, None)]
+        for (t0, c0, who, what), (t1, c1) in zip(evs, ends):
+            yield f"{who}/{what}", t1 - t0, (c1 - c0) if c1 is not None else None
+
+    for st in sorted(measured, key=lambda iv: iv[1] - iv[0])[-10:]:
+        a, b, c, evs = st
+        top = sorted(parts(st), key=lambda p: -p[1])[:4]
+        print(f"  slow stretch: at {a - t_start:.3f} s wall {_ms(b - a)} cpu {_ms(c)}, {len(evs)} events: "
+              + ", ".join(f"{what} {_ms(d)}" + (f" (cpu {_ms(cp)})" if cp is not None else "")
+                          for what, d, cp in top))
+    kinds: dict = {}
+    for st in measured:
+        for what, d, cp in parts(st):
+            k = kinds.setdefault(what, [0, 0.0, 0.0, 0.0])
+            k[0] += 1
+            k[1] += d
+            k[2] = max(k[2], d)
+            k[3] += cp or 0.0
+    for what, (n, tot, mx, cpu) in sorted(kinds.items(), key=lambda kv: -kv[1][3])[:14]:
+        print(f"  {what}: n={n} wall {tot:.3f} s (max {_ms(mx)}), cpu {cpu:.3f} s")
 
 
 def _merged_durations(intervals, gap: float = 0.0002) -> list[float]:
@@ -316,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="startup runs (default 3)")
     p.add_argument("--seconds", type=float, default=10.0, help="scribble length (default 10)")
     p.add_argument("--only", choices=["startup", "scribble"])
+    p.add_argument("--with-batch", type=int, default=0, metavar="N",
+                   help="scribble while the batch window classifies N generated PNG files")
+    p.add_argument("--real-input", action="store_true",
+                   help="draw with xdotool (X11 only) so Qt's motion compression applies")
     p.add_argument("--startup-child", metavar="SETTINGS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.startup_child:
@@ -340,17 +521,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"time to first prediction:             median {statistics.median(pr):.3f} s, "
               f"max {max(pr):.3f} s")
     if args.only in (None, "scribble"):
-        r = bench_scribble(args.seconds)
+        r = bench_scribble(args.seconds, with_batch=args.with_batch, real_input=args.real_input)
         busy, late, lat = r["busy"], r["late"], r["latency"]
         print(f"scribble: {r['events']} mouse events in {r['elapsed']:.1f} s, {r['snapshots']} snapshots, "
               f"{r['dropped']} superseded requests, {r['shown']} predictions shown")
+        b = r["batch"]
+        if b is not None:
+            running = "still running at the end" if b["t_done"] is None else f"ran {b['overlap']:.1f} s of it"
+            print(f"batch: {b['total']:,} files; {b['rows_at_start']:,} classified when drawing began, "
+                  f"{b['rows_at_end']:,} when it ended ({running})")
+        print(f"motion events delivered to the canvas: {r['moves_delivered']} of {r['moves_sent']} sent "
+              f"({'xdotool, real X11 input' if args.real_input else 'posted events, never compressed'})")
         print(f"longest GUI-thread stall: {_ms(max(busy))} (p99 {_ms(_pct(busy, 0.99))}, "
               f"{len(busy)} busy stretches)  (goal <= 16 ms)")
-        print(f"longest single event dispatch in GUI-thread CPU time: {_ms(max(r['cpu']))} "
+        print(f"longest busy stretch in GUI-thread CPU time: {_ms(max(r['cpu']))} "
               f"(p99 {_ms(_pct(r['cpu'], 0.99))}); wall-clock stalls above also contain time the "
               f"OS ran other processes")
         print(f"inference process compute per request: median {_ms(statistics.median(r['compute']))}")
-        print(f"input timer lateness: max {_ms(max(late))}, p99 {_ms(_pct(late, 0.99))}")
+        if late:   # with --real-input xdotool paces the input, not a timer
+            print(f"input timer lateness: max {_ms(max(late))}, p99 {_ms(_pct(late, 0.99))}")
         print(f"canvas-to-chart latency: median {_ms(statistics.median(lat))}, p90 {_ms(_pct(lat, 0.9))}, "
               f"max {_ms(max(lat))} over {len(lat)} chart updates  (goal: median <= 5 ms)")
     return 0

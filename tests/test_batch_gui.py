@@ -290,3 +290,39 @@ def test_run_says_when_the_workers_cannot_run_the_model(qtbot, tmp_path, mnist_t
     assert len(w.store) == 30 and w.store.failed == 0
     assert {w.store.prediction(i) for i in range(30)} == {str(mnist_test.labels[0])}
     assert any("worker processes" in m and "slower" in m for m in messages), messages
+
+
+def test_results_streaming_in_reach_the_views_in_coalesced_batches(qtbot, make_window, tmp_path, mnist_test):
+    """The classify job delivers results at most every RESULT_INTERVAL seconds: many small
+    chunks make a few appends (each one relayouts and repaints the grid), not one each."""
+    import time
+
+    from mnist_desktop.ui.batch.window import RESULT_INTERVAL
+
+    folder = linked_pngs(tmp_path, mnist_test.images[3], 28, 600)
+    w = make_window(workers=0)
+    inserted = []
+    w.model.rowsInserted.connect(lambda *a: inserted.append(time.monotonic()))
+    t0 = time.monotonic()
+    run(qtbot, w, [folder])
+    elapsed = time.monotonic() - t0
+    assert w.model.rowCount() == 600 == len(w.store)
+    assert len(inserted) <= elapsed / RESULT_INTERVAL + 2, (len(inserted), elapsed)
+    gaps = np.diff(inserted)[:-1]   # the last delivery (what is left at the end) may come sooner
+    assert len(gaps) == 0 or gaps.min() >= RESULT_INTERVAL * 0.5
+
+
+def test_a_new_thumbnail_repaints_only_its_grid_cell(qtbot, make_window, tmp_path, mnist_test):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(mnist_test.images[i]).save(folder / f"{i}.png")
+    w = make_window(workers=0)
+    run(qtbot, w, [folder])
+    changed = []
+    w.model.dataChanged.connect(lambda a, b, *_: changed.append((a.row(), a.column(), b.row(), b.column())))
+    w.loader.reset()   # forget the thumbnails: the next paint asks for them again
+    w.grid.viewport().repaint()
+    qtbot.waitUntil(lambda: len(changed) == 6, timeout=10_000)
+    assert sorted(changed) == [(r, 0, r, 0) for r in range(6)]   # one cell each, not whole rows
+    assert not w.grid.viewport().grab().toImage().isNull()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, Qt
@@ -190,3 +193,126 @@ def test_snapshot_matches_the_core_drawing_type(canvas):
     d = canvas.drawing()
     assert d.canvas_size == (int(DOC_SIZE), int(DOC_SIZE))
     assert np.asarray(d.strokes[0].points).shape[1] == 3
+
+
+# --------------------------------------------------------------------------- motion compression
+
+def test_the_app_asks_qt_for_every_motion_event(qapp):
+    """Qt merges queued motion events when the GUI thread falls behind (X11): off."""
+    from PySide6.QtCore import QCoreApplication
+
+    from mnist_desktop.ui.app import create_application
+
+    A = Qt.ApplicationAttribute
+    QCoreApplication.setAttribute(A.AA_CompressHighFrequencyEvents, True)   # as xcb leaves it
+    try:
+        assert create_application() is qapp
+        assert not QCoreApplication.testAttribute(A.AA_CompressHighFrequencyEvents)
+        assert not QCoreApplication.testAttribute(A.AA_CompressTabletEvents)
+    finally:
+        QCoreApplication.setAttribute(A.AA_CompressHighFrequencyEvents, False)
+
+
+def test_motion_queued_while_the_gui_thread_is_busy_reaches_the_canvas_point_by_point(canvas, qtbot):
+    """140 motion events queued during a 100 ms stall: every one becomes a stroke point."""
+    import time
+
+    from PySide6.QtCore import QCoreApplication, QTimer
+    from PySide6.QtGui import QMouseEvent
+
+    def post(kind, x, y, button, buttons):
+        pos = canvas.to_widget(x, y)
+        QCoreApplication.postEvent(canvas, QMouseEvent(kind, pos, canvas.mapToGlobal(pos), button, buttons,
+                                                        Qt.KeyboardModifier.NoModifier))
+
+    L, N = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    n = 140
+    path = [(140 + 90 * np.cos(2 * np.pi * i / n), 140 + 90 * np.sin(2 * np.pi * i / n)) for i in range(n + 1)]
+    QTimer.singleShot(0, lambda: time.sleep(0.1))   # the GUI thread is blocked while input queues
+    post(QEvent.Type.MouseButtonPress, *path[0], L, L)
+    for x, y in path[1:]:
+        post(QEvent.Type.MouseMove, x, y, N, L)
+    post(QEvent.Type.MouseButtonRelease, *path[-1], L, N)
+    qtbot.waitUntil(lambda: len(canvas.strokes) == 1, timeout=5000)
+    pts = canvas.strokes[0].points
+    assert len(pts) >= n + 1   # press + every move (+ release)
+    assert np.allclose([p[:2] for p in pts[:n + 1]], path, atol=0.6)
+
+
+_X11_MOTION_CHILD = r"""
+import json, sys, threading, time
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, Signal
+from mnist_desktop.ui.app import create_application
+from mnist_desktop.ui.canvas import DrawingCanvas
+
+app = create_application(["motion-check"])
+canvas = DrawingCanvas()
+canvas.setWindowFlag(Qt.WindowType.FramelessWindowHint)
+canvas.setGeometry(0, 0, 600, 600)
+canvas.show()
+busy = QTimer()
+busy.timeout.connect(lambda: time.sleep(0.1))   # a GUI thread that keeps falling behind
+busy.start(150)
+
+class Relay(QObject):
+    done = Signal()
+
+def report():
+    A = Qt.ApplicationAttribute.AA_CompressHighFrequencyEvents
+    points = len(canvas.strokes[0].points) if canvas.strokes else 0
+    print(json.dumps({"compressing": QCoreApplication.testAttribute(A), "points": points}), flush=True)
+    app.quit()
+
+relay = Relay()
+relay.done.connect(report, Qt.ConnectionType.QueuedConnection)
+QTimer.singleShot(800, lambda: print("ready", flush=True))
+threading.Thread(target=lambda: (sys.stdin.readline(), relay.done.emit()), daemon=True).start()
+app.exec()
+"""
+
+
+def test_x11_delivers_every_motion_event_while_the_gui_thread_is_busy(tmp_path):
+    """The real effect, on an X server (Xvfb) with real pointer motion (xdotool); with
+    Qt's default the same drag arrives as a few dozen points."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
+        pytest.skip("needs Xvfb and xdotool")
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "800x700x24", "-nolisten", "tcp"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    child = None
+    try:
+        with os.fdopen(read_fd) as f:
+            display = ":" + f.readline().strip()
+        repo = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+        child = subprocess.Popen([sys.executable, "-c", _X11_MOTION_CHILD], env=env, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = child.stdout.readline()
+        if line.strip() != "ready":
+            pytest.skip(f"no xcb window: {child.stderr.read()[-500:]}")
+        n = 140
+        moves = []
+        for i in range(1, n + 1):
+            moves += ["mousemove", str(100 + i * 3), str(300 + (i % 7) * 10)]
+        xdo = ["xdotool", "mousemove", "100", "300", "mousedown", "1", *moves, "mouseup", "1"]
+        subprocess.run(xdo, env=env, check=True, timeout=60)
+        time.sleep(0.5)   # what is queued arrives once the GUI thread catches up
+        child.stdin.write("report\n")
+        child.stdin.flush()
+        result = json.loads(child.stdout.readline())
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait()
+        xvfb.kill()
+        xvfb.wait()
+    assert result["compressing"] is False
+    assert result["points"] >= n + 1

@@ -142,3 +142,40 @@ def test_bundled_model_runs_through_onnx_runtime_on_the_cpu(shared_worker, qtbot
     if info.requested_device != "cpu" and _cuda_present():
         pytest.skip("an NVIDIA driver is present: 'auto' goes to torch for the GPU")
     assert info.backend == "onnxruntime" and info.device == "cpu"
+
+
+# --------------------------------------------------------------------------- the messages
+
+def test_messages_import_without_qt_or_torch_and_cross_a_pipe():
+    """The inference process imports the message module first: it must stay light."""
+    import pickle
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import mnist_desktop.ui.inference_messages, mnist_desktop.ui.inference_process\n"
+            "print(','.join(m for m in ('torch', 'PySide6', 'onnxruntime') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+    from mnist_desktop.ui import inference_messages as m
+    info = m.ModelInfo("a.safetensors", "a", "cnn", ["0", "1"], "cpu", "auto")
+    for msg in (m.LoadModel(1, "a.safetensors", "auto"), m.Predict(2, "drawing", scribble_drawing(0)),
+                m.Shutdown(), m.Loaded(1, info), m.LoadFailed(1, "bad", "Traceback..."),
+                m.NothingToPredict(2, "no ink"), m.PredictFailed(2, "unreadable")):
+        assert type(pickle.loads(pickle.dumps(msg))) is type(msg)
+    assert pickle.loads(pickle.dumps(m.Loaded(1, info))) == m.Loaded(1, info)
+
+
+def test_inference_server_answers_by_message_type(tmp_path):
+    """The child's dispatch, in this process: a request gets the reply of its type."""
+    from mnist_desktop.ui import inference_messages as m
+    from mnist_desktop.ui.inference_process import _Server, _unexpected_reply
+
+    server = _Server()
+    assert server.handle(m.Predict(1, "drawing", scribble_drawing(0))) == m.PredictFailed(1, "no model is loaded")
+    assert server.handle(("predict", 1, "drawing", None)) is None   # the old tuples are not requests
+    failed = server.handle(m.LoadModel(7, str(tmp_path / "missing.safetensors"), "cpu"))
+    assert isinstance(failed, m.LoadFailed) and failed.token == 7 and failed.message
+    reply = _unexpected_reply(m.Predict(3, "file", "x.png"), RuntimeError("boom"))
+    assert isinstance(reply, m.PredictFailed) and reply.request_id == 3 and "boom" in reply.message

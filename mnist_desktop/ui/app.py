@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from mnist_desktop.ui import warmup
@@ -21,14 +21,33 @@ APP_NAME = "mnist-desktop"
 
 def create_application(argv: list[str] | None = None) -> QApplication:
     """The QApplication (reused when one exists), named so QSettings and the desktop
-    recognise the app."""
+    recognise the app, and delivering every motion event (:func:`keep_every_motion_event`)."""
     app = QApplication.instance()
     if app is None:
         QApplication.setApplicationName(APP_NAME)
         QApplication.setOrganizationName(APP_NAME)
         QApplication.setApplicationDisplayName("MNIST Desktop")
+        keep_every_motion_event()
         app = QApplication(sys.argv if argv is None else argv)
+    keep_every_motion_event()
     return app
+
+
+def keep_every_motion_event() -> None:
+    """Turn off Qt's compression of mouse, touch and tablet motion events.
+
+    When the GUI thread falls behind, Qt merges queued motion events into the last one
+    (on X11 by default; on Windows for touch). For a drawing canvas every point is part
+    of the stroke: a busy moment must deliver the points late, not drop them (a circle
+    drawn during a batch run arrived as 8 of 140 points, a hexagon).
+
+    Call it before the QApplication is created *and* again after: the X11 (xcb)
+    platform plugin switches ``AA_CompressHighFrequencyEvents`` on while the
+    application is being constructed (measured with PySide6 6.11), and reads it for
+    every event, so clearing it afterwards is what takes effect there.
+    """
+    QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_CompressHighFrequencyEvents, False)
+    QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_CompressTabletEvents, False)
 
 
 def run_app(model: str | None = None, settings_path: str | None = None,
@@ -45,21 +64,24 @@ def run_app(model: str | None = None, settings_path: str | None = None,
         Called with the shown :class:`MainWindow` before the event loop runs (used by
         the startup benchmark).
     """
+    from mnist_desktop.ui.app_log import configure_logging
     from mnist_desktop.ui.main_window import MainWindow
     from mnist_desktop.ui.settings import SettingsStore, default_settings_path
 
     app = create_application()
+    app_log = configure_logging(defer_file=True)   # the file opens once the window is up
     store = SettingsStore(settings_path or default_settings_path())
     window = MainWindow(store, model_override=model)
     window.show()
     # Once the window has painted and the event loop waits for input, start the inference
     # process (torch loads there) and the background imports; earlier, they would compete
     # with the first paint for the CPU and the GIL.
-    after_first_paint(window.canvas, lambda: (window.start(), warmup.start()))
+    after_first_paint(window.canvas, lambda: (window.start(), warmup.start(), app_log.open_file()))
     if on_window is not None:
         on_window(window)
     code = app.exec()
     warmup.join()
+    app_log.close()
     return code
 
 

@@ -11,7 +11,9 @@ change are dropped as stale.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,24 +22,17 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QImage
 
+from mnist_desktop.ui.inference_messages import (InputKind, Loaded, LoadFailed, LoadModel,
+                                                 ModelInfo, NothingToPredict, Predict,
+                                                 PredictFailed, PredictionReady, Shutdown)
+
+__all__ = ["InferenceResult", "InferenceWorker", "ModelInfo", "rgba_to_qimage"]
+
+log = logging.getLogger(__name__)
+
 # How many unexpected child exits within CRASH_WINDOW_S are tolerated before giving up.
 MAX_CRASHES = 3
 CRASH_WINDOW_S = 60.0
-
-
-@dataclass
-class ModelInfo:
-    """What the loaded model is and where it runs."""
-
-    path: str
-    name: str
-    arch: str
-    labels: list[str]
-    device: str
-    requested_device: str
-    device_message: str | None = None
-    load_seconds: float = 0.0
-    backend: str = "torch"          # or "onnxruntime"
 
 
 @dataclass
@@ -57,10 +52,22 @@ class InferenceResult:
     timings: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _ChildExited:
+    """Reader -> GUI thread: the pipe reached EOF (the process exited or crashed)."""
+
+
+@dataclass(frozen=True)
+class _BadReply:
+    """Reader -> GUI thread: a reply could not be unpickled."""
+
+    detail: str
+
+
 class _Reader(QThread):
     """Blocks on the pipe so the GUI thread never does; converts thumbnails to QImage here."""
 
-    received = Signal(object)
+    received = Signal(object)   # (generation, a reply, _ChildExited or _BadReply)
 
     def __init__(self, conn, generation: int):
         super().__init__()
@@ -73,13 +80,13 @@ class _Reader(QThread):
             try:
                 msg = self._conn.recv()
             except (EOFError, OSError, ValueError):
-                self.received.emit((self._generation, ("eof",)))
+                self.received.emit((self._generation, _ChildExited()))
                 return
             except Exception as e:  # an unpicklable reply: report, keep reading
-                self.received.emit((self._generation, ("bad_reply", str(e))))
+                self.received.emit((self._generation, _BadReply(str(e))))
                 continue
-            if msg[0] == "result" and msg[5] is not None:
-                msg = (*msg[:5], rgba_to_qimage(msg[5]), *msg[6:])
+            if isinstance(msg, (PredictionReady, NothingToPredict)) and msg.thumbnail is not None:
+                msg = dataclasses.replace(msg, thumbnail=rgba_to_qimage(msg.thumbnail))
             self.received.emit((self._generation, msg))
 
 
@@ -126,10 +133,10 @@ class InferenceWorker(QObject):
         self._reader: _Reader | None = None
         self._stopping = False
         self._crashes: deque[float] = deque()
-        self._wanted: tuple[int, str, str] | None = None  # latest load: token, path, device
+        self._wanted: LoadModel | None = None  # the latest load
         self._ready = False
         self._info: ModelInfo | None = None
-        self._pending: tuple[int, str, Any] | None = None
+        self._pending: Predict | None = None
         self._in_flight: int | None = None
         self._floor = 0  # results with a smaller id are stale
 
@@ -169,7 +176,7 @@ class InferenceWorker(QObject):
         self._reader.received.connect(self._on_message)
         self._reader.start()
         if self._wanted is not None:
-            self._send(("load", *self._wanted))
+            self._send(self._wanted)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop the process and join the reader thread. Safe to call twice.
@@ -182,14 +189,15 @@ class InferenceWorker(QObject):
         self._pending = None
         self._shutdown_process(timeout if self._ready else min(timeout, 0.3))
 
-    def _shutdown_process(self, timeout: float) -> None:
+    def _shutdown_process(self, timeout: float) -> int | None:
+        """Stop and join the process; returns its exit code (None if there was none)."""
         process, conn, reader = self._process, self._conn, self._reader
         self._process = self._conn = self._reader = None
         self._in_flight = None
         if process is None:
-            return
+            return None
         try:
-            conn.send(("stop",))
+            conn.send(Shutdown())
         except (OSError, ValueError):
             pass
         process.join(timeout)
@@ -202,21 +210,22 @@ class InferenceWorker(QObject):
         if reader is not None:
             reader.wait(3000)  # the child is gone, so the pipe is at EOF: returns at once
         conn.close()
+        exitcode = process.exitcode
         process.close()
+        return exitcode
 
     # ------------------------------------------------------------------ requests
     def load_model(self, path: str, device: str = "auto") -> None:
         """Load ``path`` on ``device``; predictions wait until it is ready."""
-        token = next(self._tokens)
-        self._wanted = (token, str(path), device)
+        self._wanted = LoadModel(next(self._tokens), str(path), device)
         self._ready = False
         # Whatever is in flight was computed with the old model.
         self._floor = self._peek_next_id()
         self.modelLoading.emit(str(path), device)
         if self._process is not None:
-            self._send(("load", *self._wanted))
+            self._send(self._wanted)
 
-    def submit(self, kind: str, payload: Any) -> int:
+    def submit(self, kind: InputKind, payload: Any) -> int:
         """Queue a prediction; returns its request id.
 
         Parameters
@@ -229,15 +238,15 @@ class InferenceWorker(QObject):
         """
         request_id = next(self._ids)
         if self._pending is not None:
-            self.requestDropped.emit(self._pending[0])
-        self._pending = (request_id, kind, payload)
+            self.requestDropped.emit(self._pending.request_id)
+        self._pending = Predict(request_id, kind, payload)
         self._pump()
         return request_id
 
     def cancel_pending(self) -> None:
         """Drop the queued request and mark anything in flight as stale."""
         if self._pending is not None:
-            self.requestDropped.emit(self._pending[0])
+            self.requestDropped.emit(self._pending.request_id)
             self._pending = None
         self._floor = self._peek_next_id()
 
@@ -251,12 +260,11 @@ class InferenceWorker(QObject):
         if self._pending is None or self._in_flight is not None or not self._ready \
                 or self._process is None:
             return
-        request_id, kind, payload = self._pending
-        self._pending = None
-        self._in_flight = request_id
-        self._send(("predict", request_id, kind, payload))
+        request, self._pending = self._pending, None
+        self._in_flight = request.request_id
+        self._send(request)
 
-    def _send(self, msg: tuple) -> None:
+    def _send(self, msg: LoadModel | Predict) -> None:
         try:
             self._conn.send(msg)
         except (OSError, ValueError):
@@ -267,55 +275,76 @@ class InferenceWorker(QObject):
         generation, msg = item
         if generation != self._generation:
             return  # from a process that was already replaced
-        kind = msg[0]
-        if kind == "loaded":
-            _, token, info = msg
-            if self._wanted and token == self._wanted[0]:
-                self._info = ModelInfo(**info)
-                self._ready = True
-                self.modelLoaded.emit(self._info)
+        match msg:
+            case Loaded():
+                self._on_loaded(msg)
+            case LoadFailed():
+                self._on_load_failed(msg)
+            case PredictionReady():
+                self._on_answer(msg.request_id, InferenceResult(
+                    msg.request_id, "ok", msg.prediction, thumbnail=msg.thumbnail, timings=msg.timings))
+            case NothingToPredict():
+                self._on_answer(msg.request_id, InferenceResult(
+                    msg.request_id, "empty", message=msg.message, thumbnail=msg.thumbnail))
+            case PredictFailed():
+                if msg.traceback:
+                    log.error("inference process failed on request %d: %s\n%s",
+                              msg.request_id, msg.message, msg.traceback.rstrip())
+                self._on_answer(msg.request_id, InferenceResult(msg.request_id, "error", message=msg.message))
+            case _ChildExited():
+                self._on_process_exit()
+            case _BadReply(detail=detail):
+                log.error("bad reply from the inference process: %s", detail)
+                in_flight, self._in_flight = self._in_flight, None
+                if in_flight is not None:
+                    self.resultReady.emit(InferenceResult(
+                        in_flight, "error", message=f"bad reply from the inference process ({detail})"))
                 self._pump()
-        elif kind == "load_failed":
-            _, token, message = msg
-            if self._wanted and token == self._wanted[0]:
-                failed_path = self._wanted[1]
-                # The child keeps its previous predictor, if it had one; a restart after a
-                # crash must then reload that one, not the file that failed.
-                self._ready = self._info is not None
-                if self._info is not None:
-                    self._wanted = (token, self._info.path, self._info.requested_device)
-                else:
-                    self._wanted = None
-                self.modelFailed.emit(failed_path, message)
-                self._pump()
-        elif kind == "result":
-            _, request_id, status, prediction, message, thumbnail, timings = msg
-            if self._in_flight == request_id:
-                self._in_flight = None
-            if request_id < self._floor:
-                self.requestDropped.emit(request_id)
-            else:
-                self.resultReady.emit(InferenceResult(request_id, status, prediction, message,
-                                                      thumbnail, timings))
+            case _:
+                log.warning("unknown message from the inference process: %r", type(msg).__name__)
+
+    def _on_loaded(self, msg: Loaded) -> None:
+        if self._wanted and msg.token == self._wanted.token:
+            self._info = msg.info
+            self._ready = True
+            self.modelLoaded.emit(self._info)
             self._pump()
-        elif kind == "eof":
-            self._on_process_exit()
-        elif kind == "bad_reply":
-            in_flight, self._in_flight = self._in_flight, None
-            if in_flight is not None:
-                self.resultReady.emit(InferenceResult(in_flight, "error",
-                                                      message=f"bad reply from the inference process ({msg[1]})"))
-            self._pump()
+
+    def _on_load_failed(self, msg: LoadFailed) -> None:
+        if not (self._wanted and msg.token == self._wanted.token):
+            return  # an older load: a newer one is on its way
+        failed_path = self._wanted.path
+        if msg.traceback:   # a bug rather than a bad file: keep the details
+            log.error("loading model %s failed: %s\n%s", failed_path, msg.message, msg.traceback.rstrip())
+        # The child keeps its previous predictor, if it had one; a restart after a crash
+        # must then reload that one, not the file that failed.
+        self._ready = self._info is not None
+        if self._info is not None:
+            self._wanted = LoadModel(msg.token, self._info.path, self._info.requested_device)
+        else:
+            self._wanted = None
+        self.modelFailed.emit(failed_path, msg.message)
+        self._pump()
+
+    def _on_answer(self, request_id: int, result: InferenceResult) -> None:
+        if self._in_flight == request_id:
+            self._in_flight = None
+        if request_id < self._floor:
+            self.requestDropped.emit(request_id)
+        else:
+            self.resultReady.emit(result)
+        self._pump()
 
     def _on_process_exit(self) -> None:
         if self._stopping or self._process is None:
             return
         in_flight = self._in_flight
-        self._shutdown_process(0.5)
+        exitcode = self._shutdown_process(0.5)
         now = time.monotonic()
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:
             self._crashes.popleft()
+        log.error("the inference process stopped unexpectedly (exit code %s)", exitcode)
         if in_flight is not None:
             # Not retried: the input may be what crashed the process.
             self.resultReady.emit(InferenceResult(in_flight, "error",
@@ -323,6 +352,8 @@ class InferenceWorker(QObject):
         self._ready = False
         self._info = None
         if len(self._crashes) > MAX_CRASHES:
+            log.error("the inference process stopped %d times within %.0f s: not restarted",
+                      len(self._crashes), CRASH_WINDOW_S)
             self.processRestarted.emit("The inference process keeps stopping; predictions are off. "
                                        "Restart the app to try again.")
             return

@@ -11,23 +11,21 @@ measured 340 ms GUI stall with a thread on this 2-core machine), and preprocessi
 forward pass in a thread competes with the GUI for the GIL. A process costs ~2 ms per
 round trip and never stalls the GUI.
 
-Protocol (tuples over a ``multiprocessing`` pipe; both ends are this program's own code):
-
-GUI -> child
-    ``("load", token, path, device)``, ``("predict", request_id, kind, payload)`` with
-    ``kind`` one of ``"drawing"`` (a :class:`~mnist_desktop.core.preprocess.Drawing`),
-    ``"file"`` (a path, decoded here) or ``"pixels"`` (an RGBA ``uint8`` array), and
-    ``("stop",)``.
-child -> GUI
-    ``("loaded", token, info)``, ``("load_failed", token, message)`` and
-    ``("result", request_id, status, prediction, message, thumbnail, timings)`` with
-    ``status`` one of ``"ok"``, ``"empty"`` (nothing to classify) or ``"error"``.
+Protocol: the typed messages of :mod:`mnist_desktop.ui.inference_messages` over a
+``multiprocessing`` pipe (both ends are this program's own code). Each
+:class:`~mnist_desktop.ui.inference_messages.LoadModel` gets a ``Loaded`` or ``LoadFailed``,
+each ``Predict`` a ``PredictionReady``, ``NothingToPredict`` or ``PredictFailed``;
+``Shutdown`` (or the GUI going away) ends the process.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+
+from mnist_desktop.ui.inference_messages import (Loaded, LoadFailed, LoadModel, ModelInfo,
+                                                 NothingToPredict, Predict, PredictFailed,
+                                                 PredictionReady, Reply, Request, Shutdown)
 
 # Largest side of the image sent back for display: enough for a sharp canvas on a
 # high-DPI screen, small enough to cross the pipe in about a millisecond.
@@ -47,7 +45,7 @@ def main(conn) -> None:
 
 
 def serve(conn) -> None:
-    """Answer requests on ``conn`` until ``("stop",)`` or the GUI goes away.
+    """Answer requests on ``conn`` until :class:`Shutdown` or the GUI goes away.
 
     Parameters
     ----------
@@ -60,7 +58,7 @@ def serve(conn) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             return  # the GUI exited or crashed: nothing left to serve
-        if not msg or msg[0] == "stop":
+        if isinstance(msg, Shutdown):
             return
         try:
             reply = server.handle(msg)
@@ -77,16 +75,15 @@ class _Server:
     def __init__(self) -> None:
         self.predictor = None
 
-    def handle(self, msg: tuple):
-        if msg[0] == "load":
-            _, token, path, device = msg
-            return self.load(token, path, device)
-        if msg[0] == "predict":
-            _, request_id, kind, payload = msg
-            return self.predict(request_id, kind, payload)
-        return None
+    def handle(self, msg: Request) -> Reply | None:
+        match msg:
+            case LoadModel(token=token, path=path, device=device):
+                return self.load(token, path, device)
+            case Predict(request_id=request_id, kind=kind, payload=payload):
+                return self.predict(request_id, kind, payload)
+        return None  # not a request this version knows: ignored
 
-    def load(self, token: int, path: str, device: str):
+    def load(self, token: int, path: str, device: str) -> Loaded | LoadFailed:
         t0 = time.perf_counter()
         from mnist_desktop.core.checkpoint import CheckpointError
         from mnist_desktop.service.models import ModelChoice, load_predictor
@@ -94,33 +91,33 @@ class _Server:
         try:
             predictor = load_predictor(ModelChoice(path, device, purpose="live")).predictor
         except CheckpointError as e:
-            return ("load_failed", token, str(e))
+            return LoadFailed(token, str(e))
         except Exception as e:  # e.g. an architecture that fails to build on this torch
-            return ("load_failed", token, f"{type(e).__name__}: {_one_line(e)}")
+            return LoadFailed(token, f"{type(e).__name__}: {_one_line(e)}", traceback.format_exc())
         # Warm up: the first forward pass allocates; do it now, not on the first stroke.
         import numpy as np
         predictor.predict_images(np.zeros((1, 28, 28), np.float32))
         self.predictor = predictor
         meta = predictor.meta
-        info = {
-            "path": str(predictor.path),
-            "name": meta.name or predictor.path.stem,
-            "arch": meta.arch,
-            "labels": list(meta.labels),
-            "device": predictor.device,
-            "requested_device": device,
-            "device_message": predictor.device_message,
-            "backend": predictor.backend,
-            "load_seconds": time.perf_counter() - t0,
-        }
-        return ("loaded", token, info)
+        info = ModelInfo(
+            path=str(predictor.path),
+            name=meta.name or predictor.path.stem,
+            arch=meta.arch,
+            labels=list(meta.labels),
+            device=predictor.device,
+            requested_device=device,
+            device_message=predictor.device_message,
+            backend=predictor.backend,
+            load_seconds=time.perf_counter() - t0,
+        )
+        return Loaded(token, info)
 
-    def predict(self, request_id: int, kind: str, payload):
+    def predict(self, request_id: int, kind: str, payload) -> Reply:
         from mnist_desktop.core.preprocess import EmptyInputError, ImageReadError, load_image
 
         t0 = time.perf_counter()
         if self.predictor is None:
-            return ("result", request_id, "error", None, "no model is loaded", None, {})
+            return PredictFailed(request_id, "no model is loaded")
         thumbnail = None
         try:
             if kind == "drawing":
@@ -132,18 +129,18 @@ class _Server:
                 from PIL import Image
                 source = Image.fromarray(payload, "RGBA")
             else:
-                return ("result", request_id, "error", None, f"unknown request kind {kind!r}", None, {})
+                return PredictFailed(request_id, f"unknown request kind {kind!r}")
             t1 = time.perf_counter()
             prediction = self.predictor.predict(source)
         except ImageReadError as e:
-            return ("result", request_id, "error", None, str(e), None, {})
+            return PredictFailed(request_id, str(e))
         except EmptyInputError as e:
-            return ("result", request_id, "empty", None, str(e), thumbnail, {})
+            return NothingToPredict(request_id, str(e), thumbnail)
         except MemoryError:
-            return ("result", request_id, "error", None, "not enough memory for this image", None, {})
+            return PredictFailed(request_id, "not enough memory for this image")
         t2 = time.perf_counter()
         timings = {"decode_ms": (t1 - t0) * 1e3, "predict_ms": (t2 - t1) * 1e3}
-        return ("result", request_id, "ok", prediction, "", thumbnail, timings)
+        return PredictionReady(request_id, prediction, thumbnail, timings)
 
 
 def _thumbnail(img):
@@ -155,12 +152,14 @@ def _thumbnail(img):
     return np.ascontiguousarray(np.asarray(small.convert("RGBA"), dtype=np.uint8))
 
 
-def _unexpected_reply(msg: tuple, e: Exception):
+def _unexpected_reply(msg, e: Exception) -> Reply | None:
     detail = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]
-    if msg[0] == "load":
-        return ("load_failed", msg[1], f"internal error: {detail}")
-    if msg[0] == "predict":
-        return ("result", msg[1], "error", None, f"internal error: {detail}", None, {})
+    trace = traceback.format_exc()
+    match msg:
+        case LoadModel(token=token):
+            return LoadFailed(token, f"internal error: {detail}", trace)
+        case Predict(request_id=request_id):
+            return PredictFailed(request_id, f"internal error: {detail}", trace)
     return None
 
 

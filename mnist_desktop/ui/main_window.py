@@ -9,11 +9,12 @@ panels (e.g. training) can be docked with :meth:`MainWindow.add_panel`.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QPalette
+from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QComboBox, QDockWidget, QFileDialog, QFormLayout,
                                QFrame, QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSlider,
                                QSplitter, QToolBar, QVBoxLayout, QWidget)
@@ -29,6 +30,8 @@ from mnist_desktop.ui.prediction_view import PredictionDisplay
 from mnist_desktop.ui.preview import ModelInputPreview
 from mnist_desktop.ui.settings import PEN_WIDTH_RANGE, AppSettings, SettingsStore
 from mnist_desktop.ui.theme import apply_theme
+
+log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = (("auto", "Auto"), ("cpu", "CPU"), ("cuda", "CUDA (GPU)"))
 THEME_CHOICES = (("system", "Follow &system"), ("light", "&Light"), ("dark", "&Dark"))
@@ -112,6 +115,7 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1040, 680)
         if loaded.notice:
+            log.warning("settings: %s", loaded.notice)
             self.banner.show_message(loaded.notice, "warning")
 
     # ------------------------------------------------------------------ construction
@@ -243,6 +247,8 @@ class MainWindow(QMainWindow):
             group.addAction(a)
             self.device_actions[key] = a
         self.act_about = self._action("about", "&About MNIST Desktop", "About this app", [], self._about)
+        self.act_show_log = self._action("show_log", "Show &Log", "Open the log of warnings and errors "
+                                         "(attach it to a bug report)", [], self.show_log)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -272,6 +278,8 @@ class MainWindow(QMainWindow):
             d.addAction(a)
         h = mb.addMenu("&Help")
         h.setObjectName("menuHelp")
+        h.addAction(self.act_show_log)
+        h.addSeparator()
         h.addAction(self.act_about)
 
     def _build_toolbar(self) -> None:
@@ -614,6 +622,8 @@ class MainWindow(QMainWindow):
         self.preview.set_image(None if prediction is None else prediction.image)
 
     def _show_message(self, level: str, text: str) -> None:
+        if level in ("warning", "error"):
+            log.log(logging.ERROR if level == "error" else logging.WARNING, "%s", text)
         self.banner.show_message(text, level)
         self.statusBar().showMessage(text, 8000)
 
@@ -721,6 +731,21 @@ class MainWindow(QMainWindow):
         self._batch_window.show()
         self._batch_window.raise_()
         self._batch_window.activateWindow()
+
+    def show_log(self) -> None:
+        """Open the log file (created empty when nothing was logged yet) in the
+        desktop's viewer for text files."""
+        from mnist_desktop.ui.app_log import log_file_path
+
+        path = log_file_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
+        except OSError as e:
+            self._show_message("error", f"Cannot create the log file {path}: {e.strerror or e}")
+            return
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self._show_message("info", f"The log file is {path} (no program to open it was found).")
 
     def _about(self) -> None:
         from mnist_desktop import __version__

@@ -13,16 +13,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = p.parse_args(argv)
-    from PySide6.QtWidgets import QApplication
-
+    from mnist_desktop.ui.app import create_application
+    from mnist_desktop.ui.app_log import configure_logging
     from mnist_desktop.ui.batch import BatchWindow
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = create_application(sys.argv[:1])
+    app_log = configure_logging()
     win = BatchWindow(args.model, args.device)
     win.show()
     if args.paths:
         win.classify(args.paths)
-    return app.exec()
+    try:
+        return app.exec()
+    finally:
+        app_log.close()
 
 
 if __name__ == "__main__":

@@ -82,7 +82,11 @@ class _ThumbJob(QRunnable):
         self.signals, self.gen, self.row, self.path = signals, gen, row, path
 
     def run(self):
-        self.signals.thumbnail.emit(self.gen, self.row, read_thumbnail(self.path))
+        image = read_thumbnail(self.path)
+        try:
+            self.signals.thumbnail.emit(self.gen, self.row, image)
+        except RuntimeError:
+            pass   # the window closed meanwhile
 
 
 class _PreviewJob(QRunnable):
@@ -94,13 +98,17 @@ class _PreviewJob(QRunnable):
         from mnist_desktop.core.batch import decode_one
 
         img, err = decode_one(self.path, self.options)
-        self.signals.preview.emit(self.gen, self.row, img, err or "")
+        try:
+            self.signals.preview.emit(self.gen, self.row, img, err or "")
+        except RuntimeError:
+            pass   # the window closed meanwhile
 
 
 class ImageLoader(QObject):
-    """Lazy thumbnails (an LRU of icons) and on-demand previews of the model input.
+    """Lazy thumbnails (an LRU of pixmaps) and on-demand previews of the model input.
 
-    :meth:`icon` returns a placeholder at once and queues the load; when it finishes,
+    :meth:`pixmap` (the grid) and :meth:`icon` (the table) return a placeholder at once
+    and queue the load; only rows a view paints are ever decoded. When it finishes,
     :attr:`thumbnailReady` names the store row so the model can refresh it. Bumping
     :meth:`reset` discards everything in flight (a new run).
     """
@@ -115,21 +123,23 @@ class ImageLoader(QObject):
         self._signals = _Signals()
         self._signals.thumbnail.connect(self._on_thumbnail)
         self._signals.preview.connect(self._on_preview)
-        self._cache: collections.OrderedDict[int, QIcon] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[int, QPixmap] = collections.OrderedDict()
         self._pending: set[int] = set()
         self._capacity = capacity
         self._gen = 0
+        self._closed = False
         self._placeholder = self._make_placeholder(QColor("#d0d0d0"))
         self._broken = self._make_placeholder(QColor("#e8a0a0"))
+        self._placeholder_icon, self._broken_icon = QIcon(self._placeholder), QIcon(self._broken)
 
     @staticmethod
-    def _make_placeholder(color: QColor) -> QIcon:
+    def _make_placeholder(color: QColor) -> QPixmap:
         pm = QPixmap(THUMB, THUMB)
         pm.fill(Qt.transparent)
         p = QPainter(pm)
         p.fillRect(8, 8, THUMB - 16, THUMB - 16, color)
         p.end()
-        return QIcon(pm)
+        return pm
 
     def reset(self) -> None:
         self._gen += 1
@@ -139,19 +149,30 @@ class ImageLoader(QObject):
 
     @property
     def broken_icon(self) -> QIcon:
+        return self._broken_icon
+
+    @property
+    def broken_pixmap(self) -> QPixmap:
         return self._broken
 
-    def icon(self, row: int, path: str) -> QIcon:
-        icon = self._cache.get(row)
-        if icon is not None:
+    def pixmap(self, row: int, path: str) -> QPixmap:
+        """The thumbnail of store row ``row``, or a placeholder while it loads."""
+        pm = self._cache.get(row)
+        if pm is not None:
             self._cache.move_to_end(row)
-            return icon
-        if row not in self._pending:
+            return pm
+        if row not in self._pending and not self._closed:
             self._pending.add(row)
             self._pool.start(_ThumbJob(self._signals, self._gen, row, path))
         return self._placeholder
 
+    def icon(self, row: int, path: str) -> QIcon:
+        pm = self.pixmap(row, path)
+        return self._placeholder_icon if pm is self._placeholder else QIcon(pm)
+
     def request_preview(self, row: int, path: str, options) -> None:
+        if self._closed:
+            return
         self._pool.start(_PreviewJob(self._signals, self._gen, row, path, options), priority=1)
 
     @Slot(int, int, QImage)
@@ -159,7 +180,7 @@ class ImageLoader(QObject):
         if gen != self._gen:
             return
         self._pending.discard(row)
-        self._cache[row] = QIcon(QPixmap.fromImage(image)) if not image.isNull() else self._broken
+        self._cache[row] = QPixmap.fromImage(image) if not image.isNull() else self._broken
         while len(self._cache) > self._capacity:
             self._cache.popitem(last=False)
         self.thumbnailReady.emit(row)
@@ -170,6 +191,7 @@ class ImageLoader(QObject):
             self.previewReady.emit(row, image, error)
 
     def shutdown(self) -> None:
+        self._closed = True   # a repaint while the window closes must not queue more
         self._gen += 1
         self._pool.clear()
         self._pool.waitForDone()

@@ -473,6 +473,6 @@ def test_child_batch_window_formats(qtbot, monkeypatch, default_model):
     for i in range(n):
         w.loader.icon(i, store.path(i))
     qtbot.waitUntil(lambda: all(i in w.loader._cache for i in range(n)), timeout=60_000)
-    broken = {Path(store.path(i)).name for i in range(n) if w.loader._cache[i] is w.loader.broken_icon}
+    broken = {Path(store.path(i)).name for i in range(n) if w.loader._cache[i] is w.loader.broken_pixmap}
     assert broken == {"nan.tif", "eps.png"}
     assert not (folder / "marker").exists()

@@ -265,6 +265,7 @@ def slow_decoder(paths, options):
     return decode_chunk(paths, options)
 
 
+@pytest.mark.slow
 def test_slow_files_go_in_smaller_chunks_fast_ones_fill_batches(tmp_path, mnist_test, predictor):
     """Chunks last ~CHUNK_SECONDS of a worker: slow files (photos) come back a few at a
     time, so progress moves and the last chunk does not keep one core busy alone, while

@@ -138,6 +138,7 @@ def check_recorded_nondigit_rates(model_path: Path) -> None:
     return recorded
 
 
+@pytest.mark.slow
 def test_bundled_model_not_a_digit_rates():
     """The committed model flags >= 90% of the generated evaluation non-digits and
     <= 1% of the MNIST test digits, as recorded, and the recorded check reproduces."""

@@ -192,6 +192,7 @@ def same_result(a: dict, b: dict) -> bool:
         abs(float(a[k]) - float(b[k])) <= 1e-5 for k in probs)
 
 
+@pytest.mark.slow
 def test_classify_gives_each_hostile_file_its_one_line_error_and_leaves_the_rest_alone(corpus, tmp_path):
     tmp = tmp_path / "tmpdir"
     tmp.mkdir()
@@ -408,6 +409,7 @@ CHILD = "MNIST_DESKTOP_HOSTILE_CHILD"
 
 
 @pytest.mark.gui
+@pytest.mark.slow
 def test_batch_window_shows_every_format_its_file_dialog_offers(tmp_path):
     """Qt's TIFF handler crashed the app (a QBuffer freed before its reader): the batch
     window classifies one file of every format its Open dialog offers, plus hostile ones,

@@ -198,6 +198,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_AS is POSIX")
 def test_every_hostile_model_is_refused_in_one_line_under_a_memory_limit(corpus, tmp_path):
     paths = {name: str(path) for name, (path, _) in corpus.items()}
@@ -215,6 +216,7 @@ def test_every_hostile_model_is_refused_in_one_line_under_a_memory_limit(corpus,
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_AS is POSIX")
+@pytest.mark.slow
 def test_every_hostile_model_exits_3_with_one_line_from_the_commands(corpus, tmp_path):
     image = tmp_path / "digit.png"
     _digit_image(image)
@@ -387,6 +389,7 @@ def test_the_bundled_copy_is_vouched_for_by_the_shipped_list(default_model):
     assert op.onnx_for(default_model, make=False) == sibling
 
 
+@pytest.mark.slow
 def test_a_forged_copy_is_never_run(default_model, mnist_test, tmp_path):
     """Beside the model (labelling every image "3", or looping for ever) and in the
     cache: ignored, and the app's own export answers; classify is right and finishes."""
@@ -447,6 +450,7 @@ print("COPY", copy)
 """
 
 
+@pytest.mark.slow
 def test_four_concurrent_first_runs_export_once(tmp_path):
     model = model_with(tmp_path / "m.safetensors")
     cache = tmp_path / "cache4"

@@ -135,6 +135,7 @@ def test_every_nondigit_name_generates(kind):
             assert preprocess(s.drawing).shape == (28, 28)
 
 
+@pytest.mark.slow
 def test_nondigit_sets_mix_kinds_and_paths_and_keep_training_apart():
     samples = list(synth.nondigit_samples(150, "evaluation", seed=0))
     assert {s.kind for s in samples} == set(synth.NONDIGIT_KINDS)

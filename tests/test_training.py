@@ -373,6 +373,7 @@ def test_cli_json_lines_cancel_on_stdin_and_resume(mnist_dir, tmp_path):
     assert fin["metrics"]["val_accuracy"] is not None and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_bad_data_exits_2_with_one_line(tmp_path):
     (tmp_path / "7").mkdir()
     (tmp_path / "7" / "x.png").write_bytes(b"not a png")

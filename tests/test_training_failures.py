@@ -58,6 +58,7 @@ def assert_disk_full(fail, name: str):
 
 # --------------------------------------------------------------------------- a full disk
 
+@pytest.mark.slow
 def test_full_disk_while_logging_progress_fails_cleanly_and_resumes(mnist_dir, tmp_path, monkeypatch,
                                                                     uninterrupted):
     """The disk fills while a step of epoch 2 is appended to progress.jsonl (half the line
@@ -140,6 +141,7 @@ def _save_fails(kind: str, monkeypatch):
         monkeypatch.setattr(safetensors.torch, "save_file", save_file)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["torch unexpected pos", "torch no space", "model OSError", "safetensors error"])
 def test_full_disk_while_saving_a_checkpoint_keeps_the_last_epoch_and_resumes(kind, mnist_dir, tmp_path,
                                                                               monkeypatch, uninterrupted):

@@ -271,6 +271,7 @@ app.exec()
 """
 
 
+@pytest.mark.slow
 def test_x11_delivers_every_motion_event_while_the_gui_thread_is_busy(tmp_path):
     """The real effect, on an X server (Xvfb) with real pointer motion (xdotool); with
     Qt's default the same drag arrives as a few dozen points."""

@@ -76,6 +76,7 @@ def test_unreadable_file_is_an_error_result(shared_worker, qtbot, tmp_path):
     assert r.status == "error" and r.prediction is None and "\n" not in r.message and r.message
 
 
+@pytest.mark.slow
 def test_device_fallback_to_cpu_with_message_and_close_joins_the_worker(make_window, qtbot, monkeypatch, settings_store):
     # No usable GPU in the inference process, whatever this machine has.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")

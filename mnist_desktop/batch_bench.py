@@ -287,14 +287,13 @@ BACKENDS = ("onnx", "onnx-int8", "torch", "torch-bf16")
 
 def load_backend(model_path, backend: str):
     """The service's loaded model for ``backend``, as ``classify --precision`` gets it."""
-    from mnist_desktop.service.models import ModelChoice, load_predictor
+    from mnist_desktop.service.models import LoadedPredictor, ModelChoice, load_predictor
 
-    precision = {"onnx": "fp32", "onnx-int8": "int8", "torch-bf16": "bf16"}.get(backend, "fp32")
-    if backend.startswith("torch") and backend != "torch-bf16":
+    if backend == "torch":   # the service would pick ONNX Runtime for fp32 on a CPU
         from mnist_desktop.core.torch_predictor import TorchPredictor
-        from mnist_desktop.service.models import LoadedPredictor
 
         return LoadedPredictor(TorchPredictor.from_file(model_path, "cpu"))
+    precision = {"onnx": "fp32", "onnx-int8": "int8", "torch-bf16": "bf16"}[backend]
     return load_predictor(ModelChoice(model_path, "cpu", precision))
 
 

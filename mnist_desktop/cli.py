@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model", help="model file (default: the bundled model)")
     x.add_argument("--format", choices=["torchscript", "onnx", "onnx-int8"], required=True,
                    help="onnx-int8: the ONNX copy quantized to int8, calibrated on generated digits")
+    x.add_argument("--from-onnx", help=argparse.SUPPRESS)   # onnx-int8: the fp32 copy to quantize
     x.add_argument("--output", "-o", required=True)
 
     b = sub.add_parser("bench", help="print preprocessing + inference latency figures")
@@ -315,7 +316,7 @@ def cmd_export(args) -> int:
     model = args.model or default_model_path()
     try:
         if args.format == "onnx-int8":
-            out = _export_int8(Path(model), Path(args.output))
+            out = _export_int8(Path(model), Path(args.output), args.from_onnx and Path(args.from_onnx))
         else:
             fn = export_torchscript if args.format == "torchscript" else export_onnx
             out = fn(load_model(model), args.output)
@@ -326,9 +327,10 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
-def _export_int8(model: Path, output: Path) -> Path:
-    """The int8 copy of ``model``: its fp32 ONNX copy (an existing one, else exported into a
-    temporary folder) quantized with activations calibrated on generated digits."""
+def _export_int8(model: Path, output: Path, fp32: Path | None = None) -> Path:
+    """The int8 copy of ``model``: its fp32 ONNX copy (``fp32``, else an existing one, else
+    exported into a temporary folder) quantized with activations calibrated on generated
+    digits."""
     import tempfile
 
     from mnist_desktop.core.checkpoint import CheckpointError, load_model, read_meta
@@ -340,10 +342,11 @@ def _export_int8(model: Path, output: Path) -> Path:
     meta = read_meta(model)
     calibration = int8_calibration_images(PreprocessOptions.from_dict(meta.preprocess))
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            fp32 = onnx_for(model, make=False)
-        except OnnxUnavailable:
-            fp32 = export_onnx(load_model(model), Path(tmp) / "fp32.onnx")
+        if fp32 is None:
+            try:
+                fp32 = onnx_for(model, make=False)
+            except OnnxUnavailable:
+                fp32 = export_onnx(load_model(model), Path(tmp) / "fp32.onnx")
         try:
             return quantize_onnx(fp32, output, calibration)
         except Exception as e:  # quantization tooling raises many types

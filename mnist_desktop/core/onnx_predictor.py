@@ -93,9 +93,12 @@ def cache_dir() -> Path:
     return Path(user_cache_dir()) / "onnx"
 
 
-def export_command(model: Path, output: Path, fmt: str = "onnx") -> list[str]:
-    """``mnist-desktop export`` as a child process (the frozen app is its own CLI)."""
+def export_command(model: Path, output: Path, fmt: str = "onnx", from_onnx: Path | None = None) -> list[str]:
+    """``mnist-desktop export`` as a child process (the frozen app is its own CLI);
+    ``from_onnx``: the fp32 copy an int8 copy is quantized from (already checked here)."""
     args = ["export", "--model", str(model), "--format", fmt, "-o", str(output)]
+    if from_onnx is not None:
+        args += ["--from-onnx", str(from_onnx)]
     if getattr(sys, "frozen", False):
         return [sys.executable, *args]
     return [sys.executable, "-m", "mnist_desktop", *args]
@@ -140,20 +143,20 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
         return target
     if not make:
         raise OnnxUnavailable(f"no ONNX copy of {model_path.name} yet")
-    if precision == "int8":
-        onnx_for(model_path, cache, timeout, status=status)   # the fp32 copy it is made from
+    # The fp32 copy an int8 copy is made from, handed to the child so it is not exported twice.
+    fp32 = onnx_for(model_path, cache, timeout, status=status) if precision == "int8" else None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _export_lock(target, timeout):
             if not _cached_copy(target, digest):   # not made by another process meanwhile
-                _export(model_path, sibling, target, digest, precision, timeout, status)
+                _export(model_path, sibling, target, digest, precision, timeout, status, fp32)
     except OSError as e:
         raise OnnxUnavailable(f"could not make an ONNX copy ({type(e).__name__}: {e})") from None
     return target
 
 
 def _export(model_path: Path, sibling: Path, target: Path, digest: str, precision: str, timeout: float,
-            status) -> None:
+            status, fp32: Path | None = None) -> None:
     """Export into a private file, check it, rename it onto ``target``, then record it."""
     what = "an int8 copy" if precision == "int8" else "an ONNX copy"
     if status:
@@ -164,7 +167,8 @@ def _export(model_path: Path, sibling: Path, target: Path, digest: str, precisio
         status(f"{verb} of {model_path.name} (once; cached in {target.parent})")
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial.onnx")
     try:
-        done = subprocess.run(export_command(model_path, partial, "onnx-int8" if precision == "int8" else "onnx"),
+        done = subprocess.run(export_command(model_path, partial, "onnx-int8" if precision == "int8" else "onnx",
+                                             fp32),
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if done.returncode != 0 or _recorded_source(partial) != digest:
             last = (done.stderr or done.stdout or "").strip().splitlines()

@@ -104,7 +104,7 @@ def load_predictor(choice: ModelChoice, status: Callable[[str], None] | None = N
     if choice.purpose == "live":
         loaded = _live(path, meta, choice.device)
     elif choice.precision == "bf16":
-        loaded = _torch_bf16(path, choice.device, choice.threads)
+        loaded = _torch_bf16(path, choice.device)
     else:
         loaded = _batch(path, meta, choice.device, choice.precision, choice.threads, status)
     msg = loaded.predictor.device_message
@@ -154,7 +154,7 @@ def _batch(path: Path, meta: ModelMeta, device: str, precision: str, threads: in
     return LoadedPredictor(_torch(path, device), "fp32", [note] if note else [])
 
 
-def _torch_bf16(path: Path, device: str, threads: int) -> LoadedPredictor:
+def _torch_bf16(path: Path, device: str) -> LoadedPredictor:
     from mnist_desktop.core.batch import inference_precision
 
     predictor = _torch(path, device)

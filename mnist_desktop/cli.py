@@ -1,5 +1,5 @@
 """``mnist-desktop`` command line: no arguments starts the GUI; subcommands ``classify``,
-``evaluate``, ``export`` and ``bench``.
+``evaluate``, ``export``, ``bench`` and ``train`` (the training CLI, ``python -m training``).
 
 Kept free of torch and Qt at import time so ``--help`` and the GUI start fast.
 """
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--from-onnx", help=argparse.SUPPRESS)   # onnx-int8: the fp32 copy to quantize
     x.add_argument("--output", "-o", required=True)
 
+    sub.add_parser("train", add_help=False,
+                   help="train a model (the same flags as python -m training; see: mnist-desktop train --help)")
+
     b = sub.add_parser("bench", help="print preprocessing + inference latency figures")
     b.add_argument("--model", help="model file (default: the bundled model)")
     b.add_argument("--iterations", type=int, default=2000)
@@ -93,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     # build the child re-enters here and must be diverted to the worker code.
     import multiprocessing
     multiprocessing.freeze_support()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        # The training CLI takes its own flags; the app is its launcher so that the frozen
+        # program (no system Python) trains by running itself: ``mnist-desktop train ...``.
+        from training.cli import main as train_main
+        return train_main(argv[1:], prog="mnist-desktop train")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

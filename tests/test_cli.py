@@ -134,3 +134,18 @@ def test_export_command(tmp_path, default_model, capsys):
     out = tmp_path / "m.onnx"
     assert main(["export", "--model", str(default_model), "--format", "onnx", "-o", str(out)]) == 0
     assert out.exists() and "verified" in capsys.readouterr().out
+
+
+def test_train_subcommand_is_the_training_cli(tmp_path):
+    """``mnist-desktop train`` takes the training CLI's flags (the frozen program trains
+    by running itself), through the same argv the app uses for its children."""
+    from mnist_desktop.core.app_command import app_command
+
+    out = subprocess.run(app_command("train", "--recipe", "mlp", "--data", "x", "--print-config"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)
+    assert config["arch"] == "mlp" and config["data"] == "x" and config["batch_size"] == 32
+    bad = subprocess.run(app_command("train", "--epochs", "0", "--data", "x"), capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "epochs" in bad.stderr

@@ -358,8 +358,10 @@ def _emit(ev, cancel: _CancelFlag) -> None:
             pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser()
+    if prog:
+        parser.prog = prog
     args = parser.parse_args(argv)
     if args.list_recipes:
         print(recipes_help())

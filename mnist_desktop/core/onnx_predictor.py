@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -99,9 +98,9 @@ def export_command(model: Path, output: Path, fmt: str = "onnx", from_onnx: Path
     args = ["export", "--model", str(model), "--format", fmt, "-o", str(output)]
     if from_onnx is not None:
         args += ["--from-onnx", str(from_onnx)]
-    if getattr(sys, "frozen", False):
-        return [sys.executable, *args]
-    return [sys.executable, "-m", "mnist_desktop", *args]
+    from mnist_desktop.core.app_command import app_command
+
+    return app_command(*args)
 
 
 PRECISIONS = ("fp32", "int8")

@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, metavar="N")
     r.add_argument("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    r.add_argument("--nice", type=int, default=0, metavar="N",
+                   help="run below normal CPU priority (as nice -n N; Linux also SCHED_BATCH), so an "
+                        "app that started the run stays responsive")
     r.add_argument("--output", metavar="DIR", help="parent folder of run folders (default runs)")
     r.add_argument("--name", help="run folder name prefix (default: the recipe)")
     r.add_argument("--export", metavar="FORMATS", help="torchscript,onnx: export the best model")
@@ -389,6 +392,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 return fail("no training data: give --data PATH or --data torchvision:NAME")
     except ConfigError as e:
         return fail(str(e))
+
+    if args.nice > 0:
+        from mnist_desktop.core.priority import lower_priority
+        lower_priority(args.nice)
 
     from training.engine import train
 

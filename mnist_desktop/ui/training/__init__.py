@@ -1,0 +1,1 @@
+"""The training panel: runs started as child processes of the app, live curves, history."""

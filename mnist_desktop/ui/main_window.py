@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QComboBox, QDockWidget, QFileDialog, QFormLayout,
-                               QFrame, QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSlider,
+                               QFrame, QHBoxLayout, QLabel, QMainWindow, QMenu, QSizePolicy, QSlider,
                                QSplitter, QToolBar, QVBoxLayout, QWidget)
 
 from mnist_desktop.ui.banner import MessageBanner
@@ -94,6 +95,7 @@ class MainWindow(QMainWindow):
         self._images: list[str] = []
         self._image_index = 0
         self._batch_window = None
+        self._close_guards: list[Callable[[], bool]] = []
         self._icons: list[tuple[str, QAction]] = []
         app = QApplication.instance()
         if app is not None:
@@ -276,6 +278,8 @@ class MainWindow(QMainWindow):
         d.setObjectName("menuDevice")
         for a in self.device_actions.values():
             d.addAction(a)
+        self._train_menu = mb.addMenu("&Train")
+        self._train_menu.setObjectName("menuTrain")
         h = mb.addMenu("&Help")
         h.setObjectName("menuHelp")
         h.addAction(self.act_show_log)
@@ -452,10 +456,24 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         return dock
 
+    def train_menu(self) -> QMenu:
+        """The Train menu (between Model and Help): training, evaluation and fine-tuning add
+        their entries here, so there is one menu however many features contribute to it."""
+        return self._train_menu
+
+    def add_close_guard(self, guard: Callable[[], bool]) -> None:
+        """Ask ``guard()`` before the window closes; it returns False to keep the window open
+        (e.g. a panel whose run the user chose not to stop) and cleans up its own work otherwise."""
+        self._close_guards.append(guard)
+
     def closeEvent(self, ev) -> None:
         if self._batch_window is not None and not self._batch_window.close():
             ev.ignore()   # the batch window keeps corrections the user has not exported
             return
+        for guard in list(self._close_guards):
+            if not guard():
+                ev.ignore()
+                return
         self.settings.window_geometry = bytes(self.saveGeometry().data())
         self._save_settings()
         self.live.detach()

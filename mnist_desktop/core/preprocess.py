@@ -715,12 +715,57 @@ def _span(profile: np.ndarray, trim: float) -> tuple[int, int]:
     return lo, max(lo, min(hi, len(profile) - 1))
 
 
+#: The ink's neighbour correlation below which an image holds texture (noise, grain,
+#: speckle), not strokes: strokes are a few pixels wide at least, so neighbouring ink
+#: pixels agree (digits measure 0.42 and up, also tight crops, bold and blurred ones);
+#: independent pixel noise measures about 0.
+TEXTURE_COHERENCE = 0.25
+#: Crops smaller than this on their longer side are not judged (an 8x8 scan's strokes
+#: are one pixel wide: as incoherent as noise, and still a digit).
+TEXTURE_MIN_SIDE = 16
+TEXTURE_MESSAGE = "nothing to classify (only texture or noise, no stroke found)"
+_COHERENCE_SIDE = 32
+
+
+def ink_coherence(crops: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Neighbour correlation of the ink inside ``masks`` (``(N, H, W)``, each mask a
+    rectangle): the covariance of horizontally and vertically adjacent pixels over their
+    variance, 1 for smooth strokes, about 0 for independent noise."""
+    crops = np.asarray(crops, np.float64)
+    m = masks.astype(np.float64)
+    count = m.sum(axis=(1, 2))
+    mean = (crops * m).sum(axis=(1, 2)) / np.maximum(count, 1)
+    x = (crops - mean[:, None, None]) * m
+    hp = m[:, :, 1:] * m[:, :, :-1]
+    vp = m[:, 1:] * m[:, :-1]
+    num = (x[:, :, 1:] * x[:, :, :-1]).sum(axis=(1, 2)) + (x[:, 1:] * x[:, :-1]).sum(axis=(1, 2))
+    sq = x * x
+    den = 0.5 * (((sq[:, :, 1:] + sq[:, :, :-1]) * hp).sum(axis=(1, 2)) + ((sq[:, 1:] + sq[:, :-1]) * vp).sum(axis=(1, 2)))
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+
+
+def _check_strokes(crop: np.ndarray) -> None:
+    """Raise :class:`EmptyInputError` when the cropped ink is texture, not strokes."""
+    h, w = crop.shape
+    if max(h, w) < TEXTURE_MIN_SIDE:
+        return
+    f = -(-max(h, w) // _COHERENCE_SIDE)
+    if f > 1:   # judged at about 32 px: a stroke is then a few pixels wide at any size
+        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop, np.float32), "F").reduce(f), np.float32)
+    if ink_coherence(crop[None], np.ones((1,) + crop.shape, bool))[0] < TEXTURE_COHERENCE:
+        raise EmptyInputError(TEXTURE_MESSAGE)
+
+
 def fit_and_center(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
-    """Crop to the ink, fit into ``opts.box`` and centre the mass on the 28x28 field."""
+    """Crop to the ink, fit into ``opts.box`` and centre the mass on the 28x28 field.
+
+    Raises :class:`EmptyInputError` when there is no ink, or only texture (see
+    :data:`TEXTURE_COHERENCE`)."""
     if float(ink.sum()) <= 1e-6:
         raise EmptyInputError()
     y0, y1, x0, x1 = _ink_bbox(ink, opts.trim)
     crop = ink[y0:y1 + 1, x0:x1 + 1]
+    _check_strokes(crop)
     h, w = crop.shape
     scale = opts.box / max(h, w)
     if abs(scale - 1.0) <= opts.snap_tolerance:
@@ -948,7 +993,7 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
                              / (peak - floor).astype(np.float32)[:, None, None], 0.0, 1.0)
         ink = np.where(exact[:, None, None], ink, scaled)
     ink[empty] = 0.0
-    fitted, snapped = _fit_snapped(ink, opts)
+    fitted, snapped, texture = _fit_snapped(ink, opts)
     snapped &= np.isfinite(fitted).all(axis=(1, 2))   # else _finish below says why
     out: list[np.ndarray | EmptyInputError | ImageReadError] = []
     for i in range(n):
@@ -960,6 +1005,9 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
                        else EmptyInputError("nothing to classify (no distinct ink found)"))
             continue
         try:
+            if snapped[i] and texture[i]:
+                out.append(EmptyInputError(TEXTURE_MESSAGE))
+                continue
             out.append(fitted[i] if snapped[i] else _finish(ink[i], opts))
         except (EmptyInputError, ImageReadError) as e:
             out.append(e)
@@ -982,10 +1030,11 @@ def _row_medians(a: np.ndarray, common: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _fit_snapped(ink: np.ndarray, opts: PreprocessOptions) -> tuple[np.ndarray, np.ndarray]:
+def _fit_snapped(ink: np.ndarray, opts: PreprocessOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The :func:`_finish` of every image of the stack whose ink already has the target
     size (whole-pixel move, :func:`_shift_whole_pixels`), computed for the stack at once.
-    Returns ``(images, done)``; the others (resampled, or empty) are left to the caller."""
+    Returns ``(images, done, texture)``; the others (resampled, or empty) are left to the
+    caller; ``texture``: the done ones :func:`_check_strokes` refuses."""
     n, h, w = ink.shape
     rows, cols = ink.sum(axis=2), ink.sum(axis=1)
 
@@ -1004,7 +1053,14 @@ def _fit_snapped(ink: np.ndarray, opts: PreprocessOptions) -> tuple[np.ndarray, 
     yy, xx = np.arange(h), np.arange(w)
     in_rows = (yy >= y0[:, None]) & (yy <= y1[:, None])
     in_cols = (xx >= x0[:, None]) & (xx <= x1[:, None])
-    crop = np.where(in_rows[:, :, None] & in_cols[:, None, :], ink, np.float32(0.0))
+    inside = in_rows[:, :, None] & in_cols[:, None, :]
+    crop = np.where(inside, ink, np.float32(0.0))
+    # _check_strokes: crops that snap are at most box * (1 + snap_tolerance) <= 31 pixels,
+    # judged at full size as the scalar path does.
+    judged = done & (np.maximum(ch, cw) >= TEXTURE_MIN_SIDE)
+    texture = np.zeros(n, bool)
+    if judged.any():
+        texture[judged] = ink_coherence(crop[judged], inside[judged]) < TEXTURE_COHERENCE
     total = crop.sum(axis=(1, 2)).astype(np.float64)
     total = np.where(total > 0, total, 1.0)
     cy = (crop.sum(axis=2).astype(np.float64) * (yy + 0.5 - y0[:, None])).sum(axis=1) / total
@@ -1025,7 +1081,7 @@ def _fit_snapped(ink: np.ndarray, opts: PreprocessOptions) -> tuple[np.ndarray, 
     out = np.where((peak < 0.999)[:, None, None], out / np.where(peak > 0, peak, 1)[:, None, None], out)
     if opts.blur_sigma > 0:
         out = gaussian_blur(out, opts.blur_sigma)
-    return out, done
+    return out, done, texture
 
 
 def _finish(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:

@@ -5,8 +5,8 @@ photograph it on lined paper under a desk lamp, write it with a marker or a penc
 save it from an old low-resolution scan. This module turns digits the model never trained
 on into image files under such **conditions** and measures, per condition, the accuracy
 and the refusal rate ("nothing to classify") through the same path as ``mnist-desktop
-classify`` (files on disk, :func:`mnist_desktop.service.classify.classify_job`), next to
-the same digits saved clean.
+classify`` (files on disk, the batch engine :func:`mnist_desktop.core.batch.classify_files`
+that its job runs), next to the same digits saved clean.
 
 Digits
 ------
@@ -423,16 +423,31 @@ def write_condition_files(root: Path, inks, labels, conditions=CONDITIONS, seed:
     return files
 
 
-def classify_paths(paths: list[str], model: str | None, workers: int = 0) -> list:
-    """The ``classify`` job's rows for ``paths``, in order."""
-    from mnist_desktop.service.classify import ClassifyOptions, Results, classify_job
+def load_classifier(model: str | None):
+    """The model as ``mnist-desktop classify`` runs it on a CPU: its trusted ONNX copy
+    when it has one, else torch."""
+    from mnist_desktop.core.checkpoint import load_model
+    from mnist_desktop.core.onnx_predictor import OnnxPredictor
+    from mnist_desktop.core.paths import default_model_path
+    from mnist_desktop.core.torch_predictor import TorchPredictor
 
-    rows = {}
-    for event in classify_job(paths, ClassifyOptions(model=model, workers=workers, recursive=False)):
-        if isinstance(event, Results):
-            for r in event.rows:
-                rows[r.path] = r
-    return [rows[p] for p in paths]
+    path = Path(model or default_model_path())
+    if path.with_suffix(".onnx").exists():
+        try:
+            return OnnxPredictor(path.with_suffix(".onnx"), source=path)
+        except Exception:   # an untrusted or stale copy: torch gives the same answers
+            pass
+    return TorchPredictor(load_model(path), device="cpu")
+
+
+def classify_paths(paths: list[str], model: str | None, workers: int = 0, predictor=None) -> list:
+    """The rows ``mnist-desktop classify`` makes for ``paths``, in order: the batch
+    engine it runs (:func:`mnist_desktop.core.batch.classify_files`: decoding, the one
+    preprocessing path, inference and the uncertainty rule)."""
+    from mnist_desktop.core.batch import classify_files
+
+    predictor = predictor or load_classifier(model)
+    return list(classify_files(paths, predictor, workers=workers))
 
 
 def measure(source: str = "validation", n: int = 500, data: str = "../shared/data/mnist", model: str | None = None,
@@ -471,11 +486,35 @@ def measure(source: str = "validation", n: int = 500, data: str = "../shared/dat
     return out
 
 
+def mnist_png_gap(data: str, model: str | None = None, workers: int = 0) -> dict:
+    """The MNIST **test** set (measuring only) saved as PNG files and read through
+    ``classify``'s path, against the raw tensors given to the model directly."""
+    from mnist_desktop.core.data import load_idx_folder
+    test = load_idx_folder(data, "test")
+    labels = np.asarray(test.labels)
+    predictor = load_classifier(model)
+    raw = np.concatenate([predictor.probabilities(test.images[i:i + 1000].astype(np.float32) / 255.0)[0]
+                          for i in range(0, len(labels), 1000)]).argmax(1)
+    with tempfile.TemporaryDirectory(prefix="mnist-png-") as tmp:
+        paths = []
+        for i, a in enumerate(test.images):
+            p = Path(tmp) / f"{i:05d}.png"
+            Image.fromarray(a).save(p)
+            paths.append(str(p))
+        rows = classify_paths(paths, model, workers, predictor)
+    png = np.asarray([r.prediction if r.ok else "" for r in rows])
+    acc_raw = float((raw == labels).mean())
+    acc_png = float((png == labels.astype(str)).mean())
+    return {"n": int(len(labels)), "raw_tensor_accuracy": acc_raw, "png_accuracy": acc_png,
+            "gap_points": 100 * (acc_png - acc_raw), "refused": int(sum(not r.ok for r in rows)),
+            "answers_differ": int((png != raw.astype(str)).sum())}
+
+
 def report_markdown(results: list[dict], command: str) -> str:
     """The table kept in the repository: one row per condition, one column group per source."""
     lines = ["# Reading digits under realistic image conditions", "",
              "Written by `" + command + "` (`training/conditions.py`): every digit saved as an image file under each",
-             "condition and read through `mnist-desktop classify`'s path (`service.classify.classify_job`),",
+             "condition and read through `mnist-desktop classify`'s path (the batch engine its job runs),",
              "next to the same digits saved clean. Accuracy counts a refused file as wrong; *refused* is",
              "\"nothing to classify\"; *flagged* is the share answered with the `uncertain` flag.", ""]
     for res in results:
@@ -506,7 +545,12 @@ def main(argv=None) -> int:
     ap.add_argument("--report", default="", help="write the Markdown table here")
     ap.add_argument("--json", default="", help="write the figures as JSON here")
     ap.add_argument("--save", default="", help="also write the image files to this folder (to look at them)")
+    ap.add_argument("--mnist-png", action="store_true",
+                    help="measure once: the MNIST test set as PNG files through classify vs its raw tensors")
     args = ap.parse_args(argv)
+    if args.mnist_png:
+        print(json.dumps(mnist_png_gap(args.data, args.model, args.workers), indent=1))
+        return 0
     conditions = CONDITIONS
     if args.only:
         want = {w.strip() for w in args.only.split(",")}

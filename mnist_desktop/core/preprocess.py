@@ -425,10 +425,10 @@ def _corner_medians(gray: np.ndarray) -> np.ndarray:
     """The medians of the four corner patches (10% of the shorter side) of a gray image."""
     h, w = gray.shape
     c = _corner_size(h, w)
-    patches = (gray[:c, :c], gray[:c, -c:], gray[-c:, :c], gray[-c:, -c:])
-    if gray.dtype == np.uint8:   # the 8-bit path: the float path's values, patch by patch
-        patches = tuple(p.astype(np.float32) / 255.0 for p in patches)
-    return np.asarray([np.median(p) for p in patches], np.float32)
+    patches = np.stack([gray[:c, :c].ravel(), gray[:c, -c:].ravel(), gray[-c:, :c].ravel(), gray[-c:, -c:].ravel()])
+    if gray.dtype == np.uint8:   # the 8-bit path: the float path's values
+        patches = patches.astype(np.float32) / 255.0
+    return _row_medians(patches, (0.0, 1.0)).astype(np.float32, copy=False)
 
 
 def paper_is_light(corner_medians: np.ndarray, mid) -> bool | np.ndarray:
@@ -730,7 +730,8 @@ _COHERENCE_SIDE = 32
 def ink_coherence(crops: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Neighbour correlation of the ink inside ``masks`` (``(N, H, W)``, each mask a
     rectangle): the covariance of horizontally and vertically adjacent pixels over their
-    variance, 1 for smooth strokes, about 0 for independent noise."""
+    variance, 1 for smooth strokes, about 0 for independent noise; 1 for ink that fills
+    its crop evenly (solid)."""
     crops = np.asarray(crops, np.float64)
     m = masks.astype(np.float64)
     count = m.sum(axis=(1, 2))
@@ -741,7 +742,17 @@ def ink_coherence(crops: np.ndarray, masks: np.ndarray) -> np.ndarray:
     num = (x[:, :, 1:] * x[:, :, :-1]).sum(axis=(1, 2)) + (x[:, 1:] * x[:, :-1]).sum(axis=(1, 2))
     sq = x * x
     den = 0.5 * (((sq[:, :, 1:] + sq[:, :, :-1]) * hp).sum(axis=(1, 2)) + ((sq[:, 1:] + sq[:, :-1]) * vp).sum(axis=(1, 2)))
-    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    # Ink that nearly fills its crop evenly (a straight bar: a 1 cut at its ink) has no
+    # variance to correlate: solid ink, not texture (noise varies as much as its mean).
+    var = sq.sum(axis=(1, 2)) / np.maximum(count, 1)
+    solid = (mean >= 0.75) & (var <= (0.25 * mean) ** 2)
+    return np.where((den > 0) & ~solid, num / np.where(den > 0, den, 1.0), 1.0)
+
+
+def _fills(crop: tuple[int, int], frame: tuple[int, int]) -> bool:
+    """Whether the ink spans the frame on both axes (85%): texture covers the whole image;
+    a patch in a frame has a shape (a blob, a smudge), which the model then judges."""
+    return crop[0] >= 0.85 * frame[0] and crop[1] >= 0.85 * frame[1]
 
 
 def _check_strokes(crop: np.ndarray) -> None:
@@ -752,20 +763,36 @@ def _check_strokes(crop: np.ndarray) -> None:
     f = -(-max(h, w) // _COHERENCE_SIDE)
     if f > 1:   # judged at about 32 px: a stroke is then a few pixels wide at any size
         crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop, np.float32), "F").reduce(f), np.float32)
-    if ink_coherence(crop[None], np.ones((1,) + crop.shape, bool))[0] < TEXTURE_COHERENCE:
+    if _coherence(crop) < TEXTURE_COHERENCE:
         raise EmptyInputError(TEXTURE_MESSAGE)
 
 
-def fit_and_center(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
+def _coherence(crop: np.ndarray) -> float:
+    """:func:`ink_coherence` of one whole crop (the same figure, without masks)."""
+    x = crop.astype(np.float64)
+    mean = x.mean()
+    x -= mean
+    sq = x * x
+    var = sq.mean()
+    if mean >= 0.75 and var <= (0.25 * mean) ** 2:
+        return 1.0
+    num = float(np.vdot(x[:, 1:], x[:, :-1]) + np.vdot(x[1:], x[:-1]))
+    den = 0.5 * float(sq[:, 1:].sum() + sq[:, :-1].sum() + sq[1:].sum() + sq[:-1].sum())
+    return num / den if den > 0 else 1.0
+
+
+def fit_and_center(ink: np.ndarray, opts: PreprocessOptions, frame: tuple[int, int] | None = None) -> np.ndarray:
     """Crop to the ink, fit into ``opts.box`` and centre the mass on the 28x28 field.
 
-    Raises :class:`EmptyInputError` when there is no ink, or only texture (see
+    Raises :class:`EmptyInputError` when there is no ink, or when ink that fills the
+    ``frame`` (the image's size; ``ink.shape`` by default) is only texture (see
     :data:`TEXTURE_COHERENCE`)."""
     if float(ink.sum()) <= 1e-6:
         raise EmptyInputError()
     y0, y1, x0, x1 = _ink_bbox(ink, opts.trim)
     crop = ink[y0:y1 + 1, x0:x1 + 1]
-    _check_strokes(crop)
+    if _fills(crop.shape, frame or ink.shape):
+        _check_strokes(crop)
     h, w = crop.shape
     scale = opts.box / max(h, w)
     if abs(scale - 1.0) <= opts.snap_tolerance:
@@ -910,7 +937,7 @@ def preprocess(source: Input, opts: PreprocessOptions | None = None) -> np.ndarr
         pixels = source if isinstance(source, np.ndarray) and source.dtype == np.uint8 else None
         ink = None if fast is None else _clean_ink_8bit(fast, opts.min_contrast, opts.noise_floor, pixels)
         if ink is not None:
-            return _finish(ink, opts)
+            return _finish(ink, opts, source.size[::-1] if isinstance(source, Image.Image) else source.shape)
         if isinstance(source, Image.Image):
             gray, alpha_ink = image_to_gray(source)
         else:
@@ -1057,7 +1084,7 @@ def _fit_snapped(ink: np.ndarray, opts: PreprocessOptions) -> tuple[np.ndarray, 
     crop = np.where(inside, ink, np.float32(0.0))
     # _check_strokes: crops that snap are at most box * (1 + snap_tolerance) <= 31 pixels,
     # judged at full size as the scalar path does.
-    judged = done & (np.maximum(ch, cw) >= TEXTURE_MIN_SIDE)
+    judged = done & (np.maximum(ch, cw) >= TEXTURE_MIN_SIDE) & (ch >= 0.85 * h) & (cw >= 0.85 * w)
     texture = np.zeros(n, bool)
     if judged.any():
         texture[judged] = ink_coherence(crop[judged], inside[judged]) < TEXTURE_COHERENCE
@@ -1084,9 +1111,9 @@ def _fit_snapped(ink: np.ndarray, opts: PreprocessOptions) -> tuple[np.ndarray, 
     return out, done, texture
 
 
-def _finish(ink: np.ndarray, opts: PreprocessOptions) -> np.ndarray:
+def _finish(ink: np.ndarray, opts: PreprocessOptions, frame: tuple[int, int] | None = None) -> np.ndarray:
     """Fit, centre, full-strength ink and blur: the tail of :func:`preprocess`."""
-    out = fit_and_center(ink, opts)
+    out = fit_and_center(ink, opts, frame)
     # Thin strokes lose peak intensity when shrunk to 20x20; give every input full-strength
     # ink, as MNIST digits have (no-op for MNIST-style input).
     peak = float(out.max())

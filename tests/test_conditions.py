@@ -216,3 +216,15 @@ def test_display_says_confident_only_when_not_flagged(qtbot):
     assert "confident" not in d.confidence.text() and "not be a digit" in d.status.text()
     d.set_prediction(Prediction(labels, probs, False, -9.0))
     assert d.confidence.text().endswith("confident") and d.status.text() == ""
+
+
+def test_bold_strokes_thinned_mnist_untouched(held_out_digits):
+    from mnist_desktop.core.preprocess import BOLD_WIDTH, stroke_width, thin_bold
+
+    inks, _ = held_out_digits
+    mnist = np.stack([preprocess(C._to_gray(i)) for i in inks[:10]])
+    assert thin_bold(mnist) is mnist   # nothing MNIST-like is touched
+    data, _, _ = C.render(_condition("thick marker 55-70%"), inks[3], 3)
+    import io
+    bold_in = preprocess(Image.open(io.BytesIO(data)))
+    assert stroke_width(bold_in[None])[0] <= BOLD_WIDTH + 1.5

@@ -60,7 +60,13 @@ class TrainingCurves(QWidget):
             plot.setClipToView(True)
             plot.setDownsampling(auto=True, mode="peak")
             if key in ("loss", "accuracy"):
-                plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+                plot.addLegend(offset=(-8, -8) if key == "accuracy" else (-8, 8), labelTextSize="8pt")
+        for plot in self.plots.values():
+            plot.getAxis("left").enableAutoSIPrefix(False)   # "loss (x0.001)" reads badly
+        self.plots["loss"].setLabel("left", "loss")
+        self.plots["accuracy"].setLabel("left", "accuracy", units="%")
+        self.plots["step"].setLabel("left", "loss")
+        self.plots["lr"].setLabel("left", "learning rate")
         self._runs: list[tuple[str, Curves]] = []
         self._items: dict[tuple[int, str], pg.PlotDataItem] = {}
         self._dirty = False
@@ -100,21 +106,32 @@ class TrainingCurves(QWidget):
         return 0 if x is None else len(x)
 
     def _make_items(self, i: int, name: str) -> None:
-        color = QColor(RUN_COLORS[i % len(RUN_COLORS)])
         many = len(self._runs) > 1
+        color = QColor(RUN_COLORS[i % len(RUN_COLORS)])
+        # One run: train and validation in two colours; overlaid runs: a colour per run,
+        # train dashed.
+        train_color = color if many else QColor(RUN_COLORS[0])
+        val_color = color if many else QColor(RUN_COLORS[1])
         label = (lambda what: f"{name}: {what}") if many else (lambda what: what)
-        solid = pg.mkPen(color, width=2)
-        dashed = pg.mkPen(color, width=2, style=pg.QtCore.Qt.PenStyle.DashLine)
-        sym = dict(symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None)
-        self._items[(i, "train_loss")] = self.plots["loss"].plot(pen=dashed, name=label("train"), **sym)
-        self._items[(i, "val_loss")] = self.plots["loss"].plot(pen=solid, name=label("validation"), **sym)
-        self._items[(i, "train_accuracy")] = self.plots["accuracy"].plot(pen=dashed, name=label("train"), **sym)
-        self._items[(i, "val_accuracy")] = self.plots["accuracy"].plot(pen=solid, name=label("validation"), **sym)
+        dash = pg.QtCore.Qt.PenStyle.DashLine if many else pg.QtCore.Qt.PenStyle.SolidLine
+        train_pen = pg.mkPen(train_color, width=2, style=dash)
+        val_pen = pg.mkPen(val_color, width=2)
+
+        def sym(c):
+            return dict(symbol="o", symbolSize=5, symbolBrush=c, symbolPen=None)
+
+        self._items[(i, "train_loss")] = self.plots["loss"].plot(pen=train_pen, name=label("train"), **sym(train_color))
+        self._items[(i, "val_loss")] = self.plots["loss"].plot(pen=val_pen, name=label("validation"), **sym(val_color))
+        self._items[(i, "train_accuracy")] = self.plots["accuracy"].plot(pen=train_pen, name=label("train"),
+                                                                         **sym(train_color))
+        self._items[(i, "val_accuracy")] = self.plots["accuracy"].plot(pen=val_pen, name=label("validation"),
+                                                                       **sym(val_color))
         faint = QColor(color)
-        faint.setAlpha(70)
+        faint.setAlpha(90)
         self._items[(i, "step_loss")] = self.plots["step"].plot(pen=pg.mkPen(faint, width=1))
-        self._items[(i, "smoothed")] = self.plots["step"].plot(pen=solid)
-        self._items[(i, "lr")] = self.plots["lr"].plot(pen=solid)
+        self._items[(i, "smoothed")] = self.plots["step"].plot(pen=pg.mkPen(color, width=2))
+        self._items[(i, "lr")] = self.plots["lr"].plot(pen=pg.mkPen(color, width=2))
+        self._style_legends()
 
     def _redraw(self) -> None:
         if not self._dirty:
@@ -132,6 +149,11 @@ class TrainingCurves(QWidget):
             }
             for key, (x, y) in data.items():
                 self._items[(i, key)].setData(x, y)
+        # The learning rate from 0 up: a constant rate is a flat line at its value, not at
+        # the middle of an arbitrary range.
+        top = max((v for _, c in self._runs for v in (c.step_lr or c.epoch_lr) if v is not None), default=0.0)
+        if top > 0:
+            self.plots["lr"].setYRange(0, top * 1.1, padding=0)
         self.redrawn.emit()
 
     # ------------------------------------------------------------------ look
@@ -147,8 +169,20 @@ class TrainingCurves(QWidget):
                 ax = plot.getAxis(axis)
                 ax.setPen(pg.mkPen(fg))
                 ax.setTextPen(pg.mkPen(fg))
-            if plot.legend is not None:
-                plot.legend.setLabelTextColor(fg)
+        self._style_legends()
+
+    def _style_legends(self) -> None:
+        pal = QApplication.palette() if QApplication.instance() else QPalette()
+        fg, bg = pal.color(QPalette.ColorRole.Text), QColor(pal.color(QPalette.ColorRole.Base))
+        bg.setAlpha(200)
+        for plot in self.plots.values():
+            legend = plot.legend
+            if legend is None:
+                continue
+            legend.setBrush(pg.mkBrush(bg))
+            legend.setLabelTextColor(fg)
+            for _, label in legend.items:   # existing entries keep the colour they were made with
+                label.setText(label.text, color=fg.name())
 
     def changeEvent(self, ev) -> None:
         from PySide6.QtCore import QEvent

@@ -301,6 +301,7 @@ class TrainingPanel(QWidget):
             if t == "epoch_end":
                 acc = ev.get("val_accuracy")
                 acc_text = f", validation accuracy {100 * acc:.2f}%" if acc is not None else ""
+                self.refresh_history()
                 self._say(f"Epoch {ev.get('epoch')}/{ev.get('epochs')}: train loss {ev.get('train_loss', 0):.4f}"
                           f"{acc_text}{' (best so far)' if ev.get('is_best') else ''}")
         elif t == "evaluation":

@@ -214,3 +214,19 @@ def test_use_this_model_changes_the_live_prediction(make_window, qtbot, history)
     assert w.worker.model_info.path == str(run.best_model)
     assert run.name in w.model_status.text()            # the main window says which model it uses
     assert list(after.args[0].probs) != pytest.approx(before, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_augmentation_preview_comes_from_a_child_process(make_panel, qtbot):
+    had_torch = "torch" in sys.modules
+    panel = make_panel()
+    panel.form.set_recipe("flagship")
+    with qtbot.waitSignal(panel.preview.ready, timeout=RUN_TIMEOUT_MS) as got:
+        qtbot.mouseClick(panel.preview_button, Qt.MouseButton.LeftButton)
+    pix = got.args[0]
+    assert pix.width() == 10 * (28 * 2 + 8) and pix.height() == 4 * (28 * 2 + 22)
+    assert panel.preview_image.pixmap() is not None and not panel.preview_image.pixmap().isNull()
+    assert ("torch" in sys.modules) == had_torch     # the GUI process did not load torch for it
+    panel.form.set_dataset(tr.IMAGE_FOLDER, "/nonexistent/folder")
+    panel.request_preview()
+    assert "image folder not found" in panel.preview_image.text()

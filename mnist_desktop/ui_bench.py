@@ -20,6 +20,10 @@ Run ``python -m mnist_desktop.ui_bench`` (add ``--runs N``, ``--seconds S``, or
   <= 5 ms). The lateness of the 8 ms input timer is printed too; it also contains the
   time the OS did not schedule the process at all (other load on the machine).
 
+With ``--with-training RECIPE`` the scribble runs while a real training run of RECIPE (started
+from Train > New Run through the training panel, as a user would) is in progress, and the
+same scribble without a run is measured first in a separate process, for comparison.
+
 With ``--with-batch N`` the scribble runs while the batch window (opened through the
 main window's File > Batch Classify, as a user would) classifies N generated 28x28 PNG
 files (MNIST train-5k digits, in label-named sub-folders) in the same GUI process; the
@@ -217,7 +221,7 @@ def _xdotool_script(events, canvas, period_s: float) -> list[str]:
 
 
 def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0, with_batch: int = 0,
-                   real_input: bool = False) -> dict:
+                   real_input: bool = False, with_training: str = "") -> dict:
     """Draw a scripted scribble into a real window and measure stalls and latency;
     with ``with_batch`` files classified meanwhile by the batch window, and with
     ``real_input`` drawn by xdotool (X11) instead of posted events."""
@@ -316,6 +320,7 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0, with_batch: in
         if bw.store is None or not len(bw.store):
             raise RuntimeError("the batch window produced no results within 180 s")
         batch["rows_at_start"] = len(bw.store)
+    training = _start_training(window, with_training) if with_training else None
 
     canvas, chart, live = window.canvas, window.chart, window.live
     events = scribble_path(seconds, rate_hz)
@@ -380,6 +385,12 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0, with_batch: in
         if with_batch:
             bw = window._batch_window
             batch["rows_at_end"] = len(bw.store) if bw.store is not None else 0
+        if training is not None:
+            training["steps_at_end"] = training["steps"]
+            training["panel"].cancel_run()
+            training["panel"].run_ended.connect(lambda *_: app.quit())
+            QTimer.singleShot(15_000, app.quit)
+            return
         app.quit()
 
     xdo = None
@@ -421,7 +432,42 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0, with_batch: in
             "shown": state["shown"],
             # xdotool moves the pointer to each release point with the button still down
             "moves_sent": sum(1 for e in events if e[0] == "move" or (real_input and e[0] == "release")),
-            "moves_delivered": state["moves_delivered"], "batch": batch if with_batch else None}
+            "moves_delivered": state["moves_delivered"], "batch": batch if with_batch else None,
+            "training": {k: v for k, v in training.items() if k != "panel"} if training else None}
+
+
+def _start_training(window, recipe: str) -> dict:
+    """Train > New Run as a user would: the panel starts ``recipe`` on the bundled data
+    (many epochs, so it runs throughout); returns once its first steps arrive."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    panel = window.training.open_panel()
+    panel.form.set_recipe(recipe)
+    panel.form.epochs.setValue(max(panel.form.epochs.value(), 50))
+    info = {"panel": panel, "recipe": recipe, "steps": 0, "epochs": 0, "images_per_s": None, "steps_at_end": 0}
+
+    def on_event(ev):
+        if ev.get("type") == "step":
+            info["steps"] += 1
+            info["images_per_s"] = ev.get("images_per_s")
+        elif ev.get("type") == "epoch_end":
+            info["epochs"] += 1
+    panel.run_event.connect(on_event)
+    if not panel.start_run():
+        raise RuntimeError(f"the training panel did not start: {panel.status.text()}")
+    wait = QEventLoop()
+    poll = QTimer()
+    poll.timeout.connect(lambda: wait.quit() if info["steps"] >= 2 or not panel.is_running() else None)
+    poll.start(50)
+    QTimer.singleShot(180_000, wait.quit)
+    wait.exec()
+    poll.stop()
+    if info["steps"] < 2:
+        raise RuntimeError(f"the training run did not reach its first steps: {panel.status.text()}")
+    window.raise_()
+    window.activateWindow()
+    info["steps"] = 0
+    return info
 
 
 def _describe_receiver(obj) -> str:
@@ -495,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["startup", "scribble"])
     p.add_argument("--with-batch", type=int, default=0, metavar="N",
                    help="scribble while the batch window classifies N generated PNG files")
+    p.add_argument("--with-training", metavar="RECIPE",
+                   help="scribble while a real training run (Train > New Run, bundled data) is in progress; "
+                        "also measures the same scribble without a run, in a separate process")
     p.add_argument("--real-input", action="store_true",
                    help="draw with xdotool (X11 only) so Qt's motion compression applies")
     p.add_argument("--startup-child", metavar="SETTINGS", help=argparse.SUPPRESS)
@@ -521,8 +570,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"time to first prediction:             median {statistics.median(pr):.3f} s, "
               f"max {max(pr):.3f} s")
     if args.only in (None, "scribble"):
-        r = bench_scribble(args.seconds, with_batch=args.with_batch, real_input=args.real_input)
+        if args.with_training:
+            print("--- without a training run (separate process) ---", flush=True)
+            subprocess.run([sys.executable, "-m", "mnist_desktop.ui_bench", "--only", "scribble",
+                            "--seconds", str(args.seconds)], check=False)
+            print(f"--- with a {args.with_training} training run in progress ---", flush=True)
+        r = bench_scribble(args.seconds, with_batch=args.with_batch, real_input=args.real_input,
+                           with_training=args.with_training or "")
         busy, late, lat = r["busy"], r["late"], r["latency"]
+        t = r["training"]
+        if t is not None:
+            ips = f", {t['images_per_s']:,.0f} images/s" if t["images_per_s"] else ""
+            print(f"training: {t['recipe']} run (nice 19, 1 thread) in progress throughout: {t['steps_at_end']} "
+                  f"step events and {t['epochs']} epochs during the scribble{ips}")
         print(f"scribble: {r['events']} mouse events in {r['elapsed']:.1f} s, {r['snapshots']} snapshots, "
               f"{r['dropped']} superseded requests, {r['shown']} predictions shown")
         b = r["batch"]

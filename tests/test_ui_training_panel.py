@@ -214,3 +214,65 @@ def test_use_this_model_changes_the_live_prediction(make_window, qtbot, history)
     assert w.worker.model_info.path == str(run.best_model)
     assert run.name in w.model_status.text()            # the main window says which model it uses
     assert list(after.args[0].probs) != pytest.approx(before, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_augmentation_preview_comes_from_a_child_process(make_panel, qtbot):
+    had_torch = "torch" in sys.modules
+    panel = make_panel()
+    panel.form.set_recipe("flagship")
+    with qtbot.waitSignal(panel.preview.ready, timeout=RUN_TIMEOUT_MS) as got:
+        qtbot.mouseClick(panel.preview_button, Qt.MouseButton.LeftButton)
+    pix = got.args[0]
+    assert pix.width() == 10 * (28 * 2 + 8) and pix.height() == 4 * (28 * 2 + 22)
+    assert panel.preview_image.pixmap() is not None and not panel.preview_image.pixmap().isNull()
+    assert ("torch" in sys.modules) == had_torch     # the GUI process did not load torch for it
+    panel.form.set_dataset(tr.IMAGE_FOLDER, "/nonexistent/folder")
+    panel.request_preview()
+    assert "image folder not found" in panel.preview_image.text()
+
+
+def test_train_menu_new_run_opens_the_panel_and_lite_explains(make_window, qtbot, monkeypatch):
+    from PySide6.QtGui import QKeySequence
+
+    from mnist_desktop.core.flavour import LITE_TRAINING_MESSAGE
+    from mnist_desktop.ui.training import entry
+
+    w = make_window(start=False)
+    act = w.training.action
+    assert act in w.train_menu().actions() and act.shortcut() == QKeySequence("Ctrl+T")
+    act.trigger()
+    panel = w.training.panel
+    assert panel is not None and panel.accessibleName() == "Training panel" and w.training.dock.isVisible()
+    assert panel.history.root == tr.runs_dir()
+
+    # The lite build (no torch): the entry is there and says why training is not.
+    monkeypatch.setattr(entry, "training_unavailable_reason", lambda: LITE_TRAINING_MESSAGE)
+    shown = []
+    monkeypatch.setattr(entry.QMessageBox, "information", lambda *a: shown.append(a[2]))
+    lite = entry.TrainingEntry(w)
+    assert LITE_TRAINING_MESSAGE in lite.action.statusTip()
+    assert lite.open_panel() is None and shown == [LITE_TRAINING_MESSAGE]
+
+
+def test_close_guard_asks_while_a_run_is_going(make_panel, monkeypatch):
+    panel = make_panel()
+    assert panel.close_guard()          # nothing running: close at once
+    monkeypatch.setattr(panel, "is_running", lambda: True)
+    monkeypatch.setattr(panel, "confirm_stop", lambda: False)
+    assert not panel.close_guard()      # the user keeps the run: the window stays
+
+
+def test_delete_asks_first(make_panel, history, monkeypatch):
+    import json as _json
+
+    run = history.root / "mlp-1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(_json.dumps({"recipe": "mlp", "epochs": 1}))
+    (run / "progress.jsonl").write_text(_json.dumps({"v": 1, "type": "finished", "time": 1}) + "\n")
+    panel = make_panel()
+    panel.history_list.item(0).setSelected(True)
+    monkeypatch.setattr(panel, "confirm_delete", lambda runs: False)
+    assert panel.delete_selected() == 0 and run.exists()
+    monkeypatch.setattr(panel, "confirm_delete", lambda runs: True)
+    assert panel.delete_selected() == 1 and not run.exists() and panel.history_list.count() == 0

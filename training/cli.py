@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
+    p.add_argument("--preview-augment", metavar="PNG",
+                   help="write a grid of training samples as the augmentation presents them, and exit")
 
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="SPEC", help="training data (see below)")
@@ -361,6 +363,19 @@ def _emit(ev, cancel: _CancelFlag) -> None:
             pass
 
 
+def _preview(config: TrainConfig, path: str) -> int:
+    from mnist_desktop.core.data import DataError
+    from training.preview import write_preview
+
+    try:
+        write_preview(config, path)
+    except (DataError, OSError) as e:
+        print(f"training: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(path)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser()
     if prog:
@@ -390,6 +405,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 return EXIT_OK
             if not config.data:
                 return fail("no training data: give --data PATH or --data torchvision:NAME")
+            if args.preview_augment:
+                return _preview(config, args.preview_augment)
     except ConfigError as e:
         return fail(str(e))
 

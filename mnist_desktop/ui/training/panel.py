@@ -23,6 +23,7 @@ from mnist_desktop.core.flavour import training_unavailable_reason
 from mnist_desktop.service import training_runs as tr
 from mnist_desktop.ui.training.curves import TrainingCurves
 from mnist_desktop.ui.training.form import TrainConfigForm
+from mnist_desktop.ui.training.preview import AugmentPreview
 from mnist_desktop.ui.training.process import TrainingProcess
 
 GUI_NICE = 19        # the lowest priority: SCHED_IDLE on Linux
@@ -139,8 +140,19 @@ class TrainingPanel(QWidget):
         for b in (self.start_button, self.cancel_button):
             buttons.addWidget(b)
         sl.addLayout(buttons)
-        self.preview_box = QVBoxLayout()
-        sl.addLayout(self.preview_box)
+        self.preview_button = QPushButton("Preview augmentation")
+        self.preview_button.setAccessibleName("Preview augmentation")
+        self.preview_button.setToolTip("Show a batch of training samples as this augmentation presents them")
+        self.preview_button.clicked.connect(self.request_preview)
+        self.preview_image = QLabel("")
+        self.preview_image.setAccessibleName("Augmentation preview")
+        self.preview_image.setWordWrap(True)
+        self.preview_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        sl.addWidget(self.preview_button)
+        sl.addWidget(self.preview_image)
+        self.preview = AugmentPreview(self)
+        self.preview.ready.connect(self._show_preview)
+        self.preview.failed.connect(lambda text: self.preview_image.setText(f"Preview failed: {text}"))
         sl.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(settings)
@@ -196,10 +208,26 @@ class TrainingPanel(QWidget):
     def _live_dirs(self) -> list[Path]:
         return [self._run_dir] if self._run_dir is not None and self.is_running() else []
 
+    def request_preview(self) -> None:
+        """Compute the augmentation preview of the form's config (in a child process)."""
+        try:
+            cfg = self.form.config()
+        except ValueError as e:
+            self.preview_image.setText(str(e))
+            return
+        self.preview_image.setText("Preparing the preview…")
+        self.preview.request(cfg.to_json())
+
+    def _show_preview(self, pix) -> None:
+        width = max(200, self.preview_image.width() - 8)
+        self.preview_image.setPixmap(pix.scaledToWidth(min(width, pix.width()),
+                                                       Qt.TransformationMode.SmoothTransformation))
+
     def _update_buttons(self) -> None:
         running = self.is_running()
         can_train = self._unavailable is None
         self.start_button.setEnabled(can_train and not running and self.form.error == "")
+        self.preview_button.setEnabled(can_train and self.form.error == "")
         self.start_button.setToolTip(self._unavailable or self.form.error or "Start a run with these settings")
         self.cancel_button.setEnabled(running)
         sel = self.selected_runs()
@@ -301,7 +329,7 @@ class TrainingPanel(QWidget):
             if t == "epoch_end":
                 acc = ev.get("val_accuracy")
                 acc_text = f", validation accuracy {100 * acc:.2f}%" if acc is not None else ""
-                self.refresh_history()
+                self._update_current_item(ev)
                 self._say(f"Epoch {ev.get('epoch')}/{ev.get('epochs')}: train loss {ev.get('train_loss', 0):.4f}"
                           f"{acc_text}{' (best so far)' if ev.get('is_best') else ''}")
         elif t == "evaluation":
@@ -366,6 +394,23 @@ class TrainingPanel(QWidget):
         lst.blockSignals(False)
         self._show_selected()
         self._update_buttons()
+
+    def _update_current_item(self, ev: dict) -> None:
+        """The running run's history line, from its epoch event (no disk read: the GUI
+        thread stays quick while a run streams events)."""
+        for i in range(self.history_list.count()):
+            item = self.history_list.item(i)
+            rec = item.data(_RUN_ROLE)
+            if rec.path == self._run_dir:
+                rec.epochs_done = int(ev.get("epoch") or rec.epochs_done)
+                if ev.get("best_val_accuracy") is not None:
+                    rec.best_val_accuracy = float(ev["best_val_accuracy"])
+                rec.has_best_model = rec.has_best_model or bool(ev.get("best_model"))
+                item.setData(_RUN_ROLE, rec)
+                item.setText(rec.summary())
+                if item.isSelected() and len(self.history_list.selectedItems()) == 1:
+                    self.use_button.setEnabled(rec.has_best_model)
+                return
 
     def selected_runs(self) -> list[tr.RunRecord]:
         return [i.data(_RUN_ROLE) for i in self.history_list.selectedItems()]
@@ -465,6 +510,7 @@ class TrainingPanel(QWidget):
 
     def close_guard(self) -> bool:
         """For the main window's close: False keeps the app open while the user wants the run."""
+        self.preview.stop()
         if not self.is_running():
             return True
         if not self.confirm_stop():

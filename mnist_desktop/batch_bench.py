@@ -484,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"peak memory, this process + {eng['processes'] - 1} child processes: "
                       f"RSS {eng['peak_rss_mb']:.0f} MB, PSS {eng['peak_pss_mb']:.0f} MB; "
                       f"load average {os.getloadavg()[0]:.2f}", flush=True)
+                print(f"{tag}: engine / decoding alone on the same {cores} cores = "
+                      f"{eng['rate'] / (cores * 1e6 / dec):.2f} (decoding alone: {cores * 1e6 / dec:,.0f} img/s)",
+                      flush=True)
             if args.window:
                 win = window_in_child(folder, model_path, args.workers)
                 cli_rate = rates["onnx"][-1] if "onnx" in rates and rates["onnx"] else float("nan")

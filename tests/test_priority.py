@@ -43,3 +43,15 @@ def test_lower_priority_never_raises(monkeypatch):
     monkeypatch.setattr(os, "nice", refused, raising=False)
     monkeypatch.setattr(os, "sched_setscheduler", refused, raising=False)
     assert priority.lower_priority(10) == ()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_lowest_priority_is_sched_idle():
+    # A training run started from the GUI (--nice 19) only gets CPU time nothing else wants.
+    code = ("import json, os\n"
+            "from mnist_desktop.core.priority import lower_priority\n"
+            "done = lower_priority(19)\n"
+            "print(json.dumps([done, os.sched_getscheduler(0), os.nice(0)]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    done, policy, nice = json.loads(out.stdout)
+    assert nice == 19 and policy == os.SCHED_IDLE and done[-1] == "SCHED_IDLE"

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
     r.add_argument("--nice", type=int, default=0, metavar="N",
-                   help="run below normal CPU priority (as nice -n N; Linux also SCHED_BATCH), so an "
+                   help="run below normal CPU priority (as nice -n N; Linux also SCHED_BATCH, SCHED_IDLE at 19), so an "
                         "app that started the run stays responsive")
     r.add_argument("--output", metavar="DIR", help="parent folder of run folders (default runs)")
     r.add_argument("--name", help="run folder name prefix (default: the recipe)")

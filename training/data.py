@@ -307,9 +307,8 @@ def load_torchvision(name: str, root: str = "", *, train: bool = True, download:
                             f"(files expected in {root_path / cls.__name__ / 'raw'})") from None
         yield Status("download", f"downloading {name} into {root_path}")
         try:
-            # Whatever the downloader prints must not mix into a --progress-json stdout stream.
-            with contextlib.redirect_stdout(sys.stderr):
-                ds = cls(str(root_path), train=train, download=True, **kwargs)
+            ds = yield from _download(lambda: cls(str(root_path), train=train, download=True, **kwargs),
+                                      name, root_path / cls.__name__)
         except Exception as e:  # URLError, RuntimeError, OSError, socket errors, bad zip...
             raise DataError(_download_failure(cls, name, root_path, e)) from None
     images = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
@@ -326,6 +325,45 @@ def load_torchvision(name: str, root: str = "", *, train: bool = True, download:
     if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise DataError(f"{name}: unexpected data shape {images.shape} in {root_path}")
     return Dataset(images, labels, names, f"torchvision {name} ({part}, {len(labels)} images)")
+
+
+def _download(make, name: str, folder: Path, interval: float = 0.5):
+    """Run the blocking torchvision download ``make()`` in a thread, yielding a Status with
+    the megabytes received so far every ``interval`` seconds; returns its dataset or raises
+    its exception."""
+    import threading
+
+    result: dict = {}
+
+    def work() -> None:
+        try:
+            # Whatever the downloader prints must not mix into a --progress-json stdout stream.
+            with contextlib.redirect_stdout(sys.stderr):
+                result["ds"] = make()
+        except BaseException as e:  # handed to the generator's caller
+            result["error"] = e
+
+    thread = threading.Thread(target=work, name=f"download-{name}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(interval)
+        if thread.is_alive():
+            mb = _folder_bytes(folder) / 1e6
+            yield Status("download", f"downloading {name}: {mb:.1f} MB received", int(mb * 1000), None)
+    if "error" in result:
+        raise result["error"]
+    return result["ds"]
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except OSError:
+                pass
+    return total
 
 
 def _download_failure(cls, name: str, root: Path, e: BaseException) -> str:

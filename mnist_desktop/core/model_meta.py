@@ -41,13 +41,17 @@ class UncertaintyRule:
 
     ``method`` is ``"max_prob"`` (uncertain when the top probability is below
     ``threshold``) or ``"energy"`` (uncertain when the free energy
-    ``-T * logsumexp(logits / T)`` is above ``threshold``). ``temperature`` scales logits
-    before the softmax and is fitted for calibration.
+    ``-T * logsumexp(logits / T)`` is above ``threshold``): "not a digit".
+    ``temperature`` scales logits before the softmax and is fitted for calibration.
+    ``tie_margin`` (0: off) also flags near-ties, "unsure between two digits": the top
+    two calibrated probabilities closer than this (fitted on validation digits,
+    :func:`training.ties.fit_tie_margin`). Older apps ignore it.
     """
 
     method: str = "max_prob"
     threshold: float = 0.5
     temperature: float = 1.0
+    tie_margin: float = 0.0
 
 
 @dataclass
@@ -116,7 +120,10 @@ class ModelMeta:
                                       std=_finite(norm, "std", "normalization", positive=True))
         uncertainty = UncertaintyRule(method=method, threshold=_finite(unc, "threshold", "uncertainty"),
                                       temperature=_finite(unc, "temperature", "uncertainty", positive=True,
-                                                          default=1.0))
+                                                          default=1.0),
+                                      tie_margin=_finite(unc, "tie_margin", "uncertainty", default=0.0))
+        if not 0.0 <= uncertainty.tie_margin <= 1.0:
+            raise CheckpointError("model metadata uncertainty 'tie_margin' must be in [0, 1]")
         known = {f.name for f in dataclasses.fields(cls)}
         extra = {k: v for k, v in d.items() if k in known and k not in
                  ("arch", "arch_args", "labels", "normalization", "uncertainty")}

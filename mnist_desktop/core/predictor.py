@@ -25,6 +25,10 @@ from mnist_desktop.core.preprocess import Input, PreprocessOptions, preprocess
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: :attr:`Prediction.reason` values.
+NOT_A_DIGIT = "not_a_digit"
+UNSURE = "unsure"
+
 
 @dataclass
 class Prediction:
@@ -35,6 +39,20 @@ class Prediction:
     uncertain: bool
     score: float  # the value the uncertainty rule compared (max prob or energy)
     image: np.ndarray | None = None  # the 28x28 [0, 1] image the model saw
+    #: Why ``uncertain``: :data:`NOT_A_DIGIT`, :data:`UNSURE` (a near-tie between the top
+    #: two classes) or "" when not flagged.
+    reason: str = ""
+
+    @property
+    def reason_text(self) -> str:
+        """What the flag means, for a person: ``"not a digit"``, ``"unsure: 1 or 7"``, or
+        ``""`` when the answer is not flagged."""
+        if not self.uncertain:
+            return ""
+        if self.reason == UNSURE:
+            (a, _), (b, _) = self.top_k(2)
+            return f"unsure: {a} or {b}"
+        return "not a digit"
 
     @property
     def index(self) -> int:
@@ -107,8 +125,9 @@ class PredictMixin:
         if images.ndim == 2:
             images = images[None]
         probs, unc, score = self.probabilities(images)
+        reasons = uncertainty_reasons(probs, score, self.meta)
         return [Prediction(self.labels, probs[i], bool(unc[i]), float(score[i]),
-                           images[i] if keep_images else None) for i in range(len(images))]
+                           images[i] if keep_images else None, reasons[i]) for i in range(len(images))]
 
     def predict(self, source: Input) -> Prediction:
         """Preprocess one input (strokes, PIL image, array) and predict it.
@@ -120,8 +139,34 @@ class PredictMixin:
         return self.predict_images(image[None], keep_images=True)[0]
 
 
+def _not_a_digit(score: np.ndarray, rule) -> np.ndarray:
+    return score > rule.threshold if rule.method == "energy" else score < rule.threshold
+
+
+def near_ties(probs: np.ndarray, tie_margin: float) -> np.ndarray:
+    """Where the top two probabilities of ``probs`` (``(N, C)``) are closer than
+    ``tie_margin`` (none when it is 0)."""
+    probs = np.asarray(probs)
+    if tie_margin <= 0 or probs.shape[-1] < 2:
+        return np.zeros(probs.shape[:-1], bool)
+    top2 = np.partition(probs, -2, axis=-1)[..., -2:]
+    return (top2[..., 1] - top2[..., 0]) < tie_margin
+
+
+def uncertainty_reasons(probs: np.ndarray, score: np.ndarray, meta: ModelMeta) -> list[str]:
+    """Per input, why :func:`apply_uncertainty` flags it: :data:`NOT_A_DIGIT` (the
+    checkpoint's energy / max-probability rule; it wins when both hold), :data:`UNSURE`
+    (a near-tie) or ""."""
+    rule = meta.uncertainty
+    nad = _not_a_digit(np.asarray(score), rule)
+    tie = near_ties(probs, rule.tie_margin)
+    return [NOT_A_DIGIT if a else UNSURE if t else "" for a, t in zip(nad.tolist(), tie.tolist())]
+
+
 def apply_uncertainty(logits: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Temperature-scaled softmax and the checkpoint's uncertainty rule."""
+    """Temperature-scaled softmax and the checkpoint's uncertainty rule: flagged when
+    "not a digit" (energy / max probability) or, with a ``tie_margin``, when the top two
+    classes nearly tie."""
     rule = meta.uncertainty
     z = logits.astype(np.float64) / rule.temperature
     zmax = z.max(axis=1, keepdims=True)
@@ -130,8 +175,7 @@ def apply_uncertainty(logits: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, 
     probs = (ez / sums).astype(np.float32)
     if rule.method == "energy":
         score = -rule.temperature * (zmax[:, 0] + np.log(sums[:, 0]))
-        uncertain = score > rule.threshold
     else:
         score = probs.max(axis=1).astype(np.float64)
-        uncertain = score < rule.threshold
+    uncertain = _not_a_digit(score, rule) | near_ties(probs, rule.tie_margin)
     return probs, uncertain, score

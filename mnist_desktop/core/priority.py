@@ -23,7 +23,8 @@ def lower_priority(niceness: int = 10) -> tuple[str, ...]:
         POSIX: added to the process's nice value, as ``nice -n`` (the OS caps the result
         at 19). On Linux the process also moves to the ``SCHED_BATCH`` policy (the
         scheduler then treats it as CPU-bound and lets interactive processes preempt
-        it). Windows: any positive value sets ``BELOW_NORMAL_PRIORITY_CLASS``. Zero or
+        it), or with 19 or more to ``SCHED_IDLE`` (it runs only on CPU time nothing
+        else wants: a training run started from the GUI). Windows: any positive value sets ``BELOW_NORMAL_PRIORITY_CLASS``. Zero or
         less changes nothing.
 
     Returns
@@ -43,12 +44,17 @@ def lower_priority(niceness: int = 10) -> tuple[str, ...]:
             done.append(f"nice {before} -> {os.nice(niceness)}")
         except OSError:
             pass
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
+    policies = [("SCHED_IDLE", "SCHED_BATCH")] if niceness >= 19 else [("SCHED_BATCH",)]
+    for name in policies[0]:
+        policy = getattr(os, name, None)
+        if policy is None or not hasattr(os, "sched_setscheduler"):
+            continue
         try:
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-            done.append("SCHED_BATCH")
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+            done.append(name)
+            break
         except (OSError, AttributeError, ValueError):   # e.g. refused inside some containers
-            pass
+            continue
     return tuple(done)
 
 

@@ -280,6 +280,8 @@ class MainWindow(QMainWindow):
             d.addAction(a)
         self._train_menu = mb.addMenu("&Train")
         self._train_menu.setObjectName("menuTrain")
+        from mnist_desktop.ui.training.entry import add_training_entries
+        self.training = add_training_entries(self)   # Train > New Run (Ctrl+T): the training panel
         h = mb.addMenu("&Help")
         h.setObjectName("menuHelp")
         h.addAction(self.act_show_log)

@@ -127,7 +127,10 @@ class PredictionDisplay(QWidget):
         self.confidence.setText(f"{pct} (not sure)" if prediction.uncertain else f"{pct} confident")
         self.confidence.set_color(None)
         if prediction.uncertain:
-            self.status.setText("Uncertain: may not be a digit")
+            # Which kind of flag: a near-tie between two digits, or not a digit at all.
+            reason = getattr(prediction, "reason_text", "")
+            self.status.setText(f"{reason[0].upper()}{reason[1:]}" if reason.startswith("unsure")
+                                else "Uncertain: may not be a digit")
             self.status.set_color(UNCERTAIN_COLOR)
             self.label.set_color(UNCERTAIN_COLOR)
         else:
@@ -139,7 +142,8 @@ class PredictionDisplay(QWidget):
         self.alternatives.set_color(None, faint=True)
         self.setAccessibleDescription(
             f"Predicted {prediction.label}, {format_percent(prediction.confidence, True)}"
-            + (", uncertain" if prediction.uncertain else ""))
+            + (f", uncertain ({getattr(prediction, 'reason_text', '') or 'not a digit'})"
+               if prediction.uncertain else ""))
 
     def set_state(self, state: str, detail: str = "") -> None:
         """Show a state without a prediction (``blank``, ``loading``, ``empty``, ...)."""

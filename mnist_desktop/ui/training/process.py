@@ -91,6 +91,10 @@ class TrainingProcess(QObject):
     def kill(self) -> None:
         self._kill()
 
+    def pid(self) -> int:
+        """The child's process id (0 when none runs)."""
+        return int(self._proc.processId()) if self.is_running() else 0
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.state() != _NOT_RUNNING
 

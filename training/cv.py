@@ -39,7 +39,11 @@ def log(msg: str) -> None:
 
 
 def fold_command(train_args: list[str], folds: int, fold: int, out_dir: Path, name: str) -> list[str]:
-    return [sys.executable, "-m", "training", *train_args, "--val-fraction", repr(1.0 / folds),
+    from mnist_desktop.core.app_command import app_command
+
+    # The app's own training subcommand, so that cross-validation also runs from the frozen
+    # program (which has no ``python -m``).
+    return [*app_command("train", *train_args), "--val-fraction", repr(1.0 / folds),
             "--val-fold", str(fold), "--output", str(out_dir), "--name", f"{name}-fold{fold}", "--progress-json"]
 
 

@@ -10,15 +10,25 @@ APP_NAME = "mnist-desktop"
 
 
 def resources_dir() -> Path:
-    """The ``resources/`` folder: beside the package in a checkout, inside the bundle
-    when frozen by PyInstaller, or overridden by ``MNIST_DESKTOP_RESOURCES``."""
+    """The ``resources/`` folder, wherever this program is installed:
+
+    * ``MNIST_DESKTOP_RESOURCES`` when set;
+    * frozen (PyInstaller): inside the bundle (``sys._MEIPASS/resources``);
+    * a wheel or ``pip install .``: the package data ``mnist_desktop/resources``
+      (setup.py maps the top-level folder onto it);
+    * a checkout or an editable install: the top-level ``resources/`` beside the package.
+    """
     env = os.environ.get("MNIST_DESKTOP_RESOURCES")
     if env:
         return Path(env)
     frozen = getattr(sys, "_MEIPASS", None)
     if frozen:
         return Path(frozen) / "resources"
-    return Path(__file__).resolve().parents[2] / "resources"
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "resources"
+    if (installed / "models").is_dir():
+        return installed
+    return package.parent / "resources"
 
 
 def default_model_path() -> Path:

@@ -35,6 +35,9 @@ class Box:
     def height(self) -> float:
         return self.y1 - self.y0
 
+    def to_dict(self) -> dict[str, float]:
+        return {"x0": float(self.x0), "y0": float(self.y0), "x1": float(self.x1), "y1": float(self.y1)}
+
 
 @dataclass(frozen=True)
 class DigitReading:
@@ -42,6 +45,12 @@ class DigitReading:
 
     box: Box
     prediction: Prediction
+
+    def to_dict(self) -> dict:
+        """JSON-ready: box, prediction, confidence, uncertain and probabilities per label."""
+        p = self.prediction
+        return {"box": self.box.to_dict(), "prediction": p.label, "confidence": p.confidence,
+                "uncertain": bool(p.uncertain), "probabilities": p.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,11 @@ class Recognition:
     def uncertain(self) -> bool:
         """True when any digit is flagged by the model's uncertainty rule."""
         return any(d.prediction.uncertain for d in self.digits)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``text``, ``confidence``, ``uncertain`` and the ``digits``."""
+        return {"text": self.text, "confidence": self.confidence, "uncertain": self.uncertain,
+                "digits": [d.to_dict() for d in self.digits]}
 
     @property
     def single(self) -> Prediction:

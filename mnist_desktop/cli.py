@@ -85,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", add_help=False,
                    help="train a model (the same flags as python -m training; see: mnist-desktop train --help)")
 
+    s = sub.add_parser("serve", help="a local HTTP prediction API (POST /predict; docs at /docs)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    s.add_argument("--model", help="model file (default: the bundled model)")
+    s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs (default cpu: ONNX Runtime, no torch)")
+    s.add_argument("--allow-remote", action="store_true",
+                   help="listen on a non-loopback address (other machines can then use the API)")
+    s.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body in MB (default 10)")
+    s.add_argument("--max-batch", type=int, default=64, help="largest batch of concurrent requests (default 64)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="threads of the model's forward pass (default 1: the other core decodes requests)")
+
     b = sub.add_parser("bench", help="print preprocessing + inference latency figures")
     b.add_argument("--model", help="model file (default: the bundled model)")
     b.add_argument("--iterations", type=int, default=2000)
@@ -113,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         from mnist_desktop.ui.app import run_app
         return run_app(model=getattr(args, "model", None))
     handler = {"classify": cmd_classify, "evaluate": cmd_evaluate, "export": cmd_export,
-               "bench": cmd_bench}[command]
+               "bench": cmd_bench, "serve": cmd_serve}[command]
     return handler(args)
 
 
@@ -360,6 +373,52 @@ def _export_int8(model: Path, output: Path, fp32: Path | None = None) -> Path:
             return quantize_onnx(fp32, output, calibration)
         except Exception as e:  # quantization tooling raises many types
             raise CheckpointError(f"could not quantize {model.name} ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def cmd_serve(args) -> int:
+    """``mnist-desktop serve``: the HTTP prediction API (mnist_desktop.service.api)."""
+    from mnist_desktop.service.models import CheckpointError, ModelChoice, load_predictor
+
+    try:
+        from mnist_desktop.service.api import ApiLimits, create_app, is_loopback
+        import uvicorn
+    except ImportError as e:
+        _err(f"serve needs FastAPI and uvicorn ({e.name} is missing)")
+        return EXIT_USAGE
+    if not is_loopback(args.host) and not args.allow_remote:
+        _err(f"{args.host} is reachable from other machines; the API has no authentication. "
+             "Use --allow-remote to listen there anyway.")
+        return EXIT_USAGE
+    if not 0 <= args.port <= 65535 or args.max_batch < 1 or args.max_body_mb <= 0:
+        _err("--port must be 0-65535, --max-batch at least 1, --max-body-mb above 0")
+        return EXIT_USAGE
+    try:
+        loaded = load_predictor(ModelChoice(args.model, args.device, purpose="batch", threads=max(1, args.threads)),
+                                status=lambda m: print(m, file=sys.stderr))
+    except CheckpointError as e:
+        _err(f"cannot load the model: {e}")
+        return EXIT_MODEL_ERROR
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
+    app = create_app(loaded, ApiLimits(max_body_bytes=int(args.max_body_mb * 1024 * 1024)), max_batch=args.max_batch)
+    options = {}
+    for module, key, value in (("uvloop", "loop", "uvloop"), ("httptools", "http", "httptools")):
+        try:
+            __import__(module)
+            options[key] = value
+        except ImportError:
+            pass
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"Serving {loaded.describe()} on http://{host}:{args.port} (POST /predict, docs at /docs); "
+          "Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, **options)
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        _err(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def cmd_bench(args) -> int:

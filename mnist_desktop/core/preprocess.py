@@ -12,16 +12,22 @@ Pipeline
      box), optionally modulated by pen pressure, so a small and a large digit look alike.
    * *Images* (any Pillow mode; EXIF orientation applied; larger than ``WORK_SIDE`` on
      a side: box-averaged to at most that first, see :func:`working_copy`): an alpha
-     channel with transparency is taken as the ink; otherwise luminance. Polarity is
-     detected from the border (its median is the background), so dark-on-light and
-     light-on-dark both work.
+     channel with transparency is taken as the ink; otherwise luminance. Polarity comes
+     from the four corners' vote against the image's mid-level (:func:`paper_is_light`;
+     a tie means dark ink on light paper), so dark-on-light and light-on-dark both work,
+     also when the ink touches the border (a digit cropped at its ink, a bold marker).
      Larger images (photos) get their uneven background (paper, shadows) estimated as a
-     robust quadratic surface and subtracted.
-   * Robust contrast: the background noise level (median + 3 MAD; for large images at
-     least ``noise_floor`` of the peak) is subtracted and the ink peak (99.5th percentile)
+     robust quadratic surface and subtracted (fitted to the paper, not to ink that
+     covers much of the frame); small ones the median of their border's paper pixels.
+   * Robust contrast: the paper's noise level (median + 3 MAD of the pixels below half
+     the peak, whatever share of the frame the ink covers; for large images at least
+     ``noise_floor`` of the peak) is subtracted and the ink peak (99.5th percentile)
      scaled to 1. Clean images (MNIST) pass unchanged.
 
-2. **Nothing to classify**: no ink above the contrast floor raises :class:`EmptyInputError`.
+2. **Nothing to classify** (:class:`EmptyInputError`) only without a separable stroke:
+   no ink above the contrast floor (blank, uniform), paper noise as strong as the ink,
+   or ink that fills the frame as texture (neighbour correlation under
+   :data:`TEXTURE_COHERENCE`: noise, grain, speckle). Never because the ink is large.
 
 3. **Crop** to the ink bounding box, ignoring faint noise and isolated specks (the box
    keeps 99.6% of the ink mass along each axis).
@@ -33,7 +39,10 @@ Pipeline
    shifted by whole pixels, exactly as MNIST itself was made, so such input comes out
    unchanged.
 
-5. Optional Gaussian blur (``blur_sigma``; one reference recipe denoises this way).
+5. **Bold strokes** (a marker: stroke width over :data:`BOLD_WIDTH` pixels of the field)
+   are thinned by grey-level erosion (:func:`thin_bold`); MNIST-like input is untouched.
+
+6. Optional Gaussian blur (``blur_sigma``; one reference recipe denoises this way).
 
 :func:`normalize` then maps the [0, 1] image to model input with the checkpoint's
 mean/std. The 28x28 image is also what the GUI shows as "what the model sees".

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage, QKeySequence, QPalette
-from PySide6.QtWidgets import QApplication, QComboBox, QSlider, QToolButton
+from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QSlider, QTableWidget, QToolButton
 
 from mnist_desktop.ui.images import ImageSource
 from test_ui_helpers import (DIGITS, MNIST_DIR, RESULT_TIMEOUT_MS, densify, digit_image, draw_digit,
@@ -341,3 +341,86 @@ def test_batch_classify_opens_from_the_main_window_with_its_model(make_window, s
     assert batch.store is not None and len(batch.store) == 1
     assert batch.store.labels[int(batch.store.predicted[0])] == "1"
     batch.close()
+
+
+# --------------------------------------------------------------------------- fixes (issue 16)
+
+def test_a_notice_goes_away_when_the_next_action_succeeds(make_window, shared_worker, qtbot, tmp_path):
+    QGuiApplication.clipboard().setText("just some words")
+    w = make_window(worker=shared_worker)
+    w.act_paste.trigger()
+    assert w.banner.isVisible() and "no image" in w.banner.text
+    path = tmp_path / "seven.png"
+    digit_image("7").save(path)
+    assert settle(qtbot, w, lambda: drop(w, [path])).label == "7"
+    assert not w.banner.isVisible()
+    # an error about a file stays until something else works, then goes too
+    w.open_files([tmp_path / "missing.png"])
+    assert w.banner.isVisible() and "missing.png" in w.banner.text
+    assert settle(qtbot, w, lambda: draw_digit(w.canvas, "1")).label == "1"
+    assert not w.banner.isVisible()
+
+
+def test_sixteen_bit_png_is_shown_not_blank(make_window, shared_worker, qtbot, tmp_path):
+    from PIL import Image
+
+    gray = np.asarray(digit_image("7"), np.uint16) * 257          # full 16-bit range
+    path = tmp_path / "seven16.png"
+    Image.fromarray(gray).save(path)
+    assert Image.open(path).mode.startswith("I")
+    w = make_window(worker=shared_worker)
+    assert settle(qtbot, w, lambda: w.open_files([path])).label == "7"
+    display = w.canvas.state.image.display
+    assert display is not None
+    px = np.array([display.pixelColor(x, y).value() for y in range(0, display.height(), 3)
+                   for x in range(0, display.width(), 3)])
+    assert px.max() - px.min() > 150                                 # ink and paper both there
+
+
+def test_long_uncertainty_text_wraps_instead_of_being_cut(make_window, shared_worker):
+    w = make_window(worker=shared_worker)
+    status = w.display.status
+    one_line = status.heightForWidth(200)
+    status.setText("Not sure: this looks like neither a clean digit nor anything the model was trained on, "
+                   "try drawing it larger and centred")
+    assert status.hasHeightForWidth() and status.heightForWidth(200) > 2 * one_line
+    assert status.heightForWidth(4000) < status.heightForWidth(200)
+
+
+def test_device_box_shows_cpu_after_a_cuda_fallback(make_window, shared_worker, monkeypatch):
+    import dataclasses
+
+    from mnist_desktop.ui.inference_messages import ModelInfo
+
+    w = make_window(worker=shared_worker)
+    monkeypatch.setattr(w.settings, "device", "cuda")
+    info = ModelInfo(path="m", name="m", arch="a", labels=list("0123456789"), device="cpu",
+                     requested_device="cuda", device_message="CUDA is not available; running on the CPU")
+    current = [info]
+    monkeypatch.setattr(type(shared_worker), "model_info", property(lambda self: current[0]))
+    w._on_model_loaded(info)
+    assert w.device_combo.currentData() == "cpu" and w.device_actions["cpu"].isChecked()
+    assert w.banner.isVisible() and "CPU" in w.banner.text
+    assert w.settings.device == "cuda"                   # the choice stays for the next start
+    current[0] = dataclasses.replace(info, device="cuda", device_message=None)
+    w._sync_controls()
+    assert w.device_combo.currentData() == "cuda"
+
+
+def test_about_dialog_names_model_versions_and_shortcuts(make_window, shared_worker, qtbot, monkeypatch):
+    from mnist_desktop.ui.about import AboutDialog
+
+    w = make_window(worker=shared_worker)
+    shown = []
+    monkeypatch.setattr(AboutDialog, "exec", lambda self: shown.append(self) or 0)
+    w._about()
+    (dialog,) = shown
+    text = dialog.findChild(QLabel, "aboutText").text()
+    assert "MNIST Desktop" in text and "CC BY-SA 3.0" in text and "PySide6" in text
+    info = shared_worker.model_info
+    if info is not None:
+        assert info.name in text
+    table = dialog.findChild(QTableWidget, "shortcutTable")
+    rows = {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
+    assert any("Paste" in k for k in rows) and all(rows.values())
+    assert "Python" in dialog.details()

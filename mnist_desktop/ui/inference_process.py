@@ -148,6 +148,15 @@ def _thumbnail(img):
     import numpy as np
 
     small = img.copy()
+    if small.mode in ("I", "F") or small.mode.startswith("I;16"):
+        # 16-bit and float images: convert("RGBA") clips them (65535 -> 255: blank);
+        # scale to 8 bits the way the model's input is scaled.
+        from PIL import Image
+
+        from mnist_desktop.core.preprocess import image_to_gray
+
+        gray, _ = image_to_gray(small)
+        small = Image.fromarray(np.round(gray * 255).astype(np.uint8), "L")
     small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     return np.ascontiguousarray(np.asarray(small.convert("RGBA"), dtype=np.uint8))
 

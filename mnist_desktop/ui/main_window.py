@@ -414,7 +414,7 @@ class MainWindow(QMainWindow):
         self.live.predictionChanged.connect(self._show_prediction)
         self.live.stateChanged.connect(self.display.set_state)
         self.live.imageUpdated.connect(self.canvas.image_updated)
-        self.live.message.connect(self._show_message)
+        self.live.message.connect(self._show_notice)
         self.worker.modelLoading.connect(self._on_model_loading)
         self.worker.modelLoaded.connect(self._on_model_loaded)
         self.worker.modelFailed.connect(self._on_model_failed)
@@ -496,9 +496,10 @@ class MainWindow(QMainWindow):
         self.width_slider.setValue(round(self.canvas.pen_width))
         self.width_slider.blockSignals(False)
         self.width_value.setText(f"{self.canvas.pen_width:.0f}")
-        i = self.device_combo.findData(self.settings.device)
+        device = self.shown_device()
+        i = self.device_combo.findData(device)
         self.device_combo.setCurrentIndex(max(0, i))
-        self.device_actions.get(self.settings.device, self.device_actions["auto"]).setChecked(True)
+        self.device_actions.get(device, self.device_actions["auto"]).setChecked(True)
         self.theme_actions.get(self.settings.theme, self.theme_actions["system"]).setChecked(True)
 
     def _on_pen_width(self, width: float) -> None:
@@ -536,6 +537,15 @@ class MainWindow(QMainWindow):
         self.width_icon.setPixmap(make_icon("width").pixmap(QSize(20, 20), self.devicePixelRatioF()))
 
     # ------------------------------------------------------------------ model & device
+    def shown_device(self) -> str:
+        """The device the box and menu show: the chosen one, or ``cpu`` when a CUDA
+        request fell back to the CPU (the choice stays saved for the next start)."""
+        info = self.worker.model_info
+        if (self.settings.device == "cuda" and info is not None and info.requested_device == "cuda"
+                and info.device != "cuda"):
+            return "cpu"
+        return self.settings.device
+
     def select_device(self, device: str) -> None:
         """Run the model on ``auto``, ``cpu`` or ``cuda`` (reloads it; no restart)."""
         if device not in dict(DEVICE_CHOICES):
@@ -607,6 +617,7 @@ class MainWindow(QMainWindow):
         self.model_status.setText(f"{info.name} · {device}")
         self.model_info.setText(f"{info.name} ({info.arch}) · {len(info.labels)} classes · {device}")
         self.model_info.setToolTip(info.path)
+        self._sync_controls()
         if info.device_message:
             self._show_message("warning", info.device_message[0].upper() + info.device_message[1:] + ".")
         elif self.banner.isVisible() and self.banner.level == "warning" and "CPU" in self.banner.text:
@@ -637,9 +648,22 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ prediction
     def _show_prediction(self, prediction) -> None:
+        if prediction is not None:
+            self._clear_notice()
         self.chart.set_prediction(prediction)
         self.display.set_prediction(prediction)
         self.preview.set_image(None if prediction is None else prediction.image)
+
+    def _show_notice(self, level: str, text: str) -> None:
+        """A message about the last action (a file that cannot be opened, an empty
+        clipboard): it goes away when the next action succeeds."""
+        self._show_message(level, text)
+        self._notice = text
+
+    def _clear_notice(self) -> None:
+        notice, self._notice = getattr(self, "_notice", None), None
+        if notice and self.banner.isVisible() and self.banner.text == notice:
+            self.banner.dismiss()
 
     def _show_message(self, level: str, text: str) -> None:
         if level in ("warning", "error"):
@@ -667,9 +691,11 @@ class MainWindow(QMainWindow):
             else:
                 files.append(p)
         if problems:
-            self._show_message("error", "Cannot open " + "; ".join(problems))
+            self._show_notice("error", "Cannot open " + "; ".join(problems))
         if not files:
             return
+        if not problems:
+            self._clear_notice()
         self.settings.last_dir = str(Path(files[-1]).parent)
         self._save_settings()
         self._images = files
@@ -680,6 +706,7 @@ class MainWindow(QMainWindow):
         """Show and classify a QImage (pasted or dropped image data)."""
         self._images = []
         self._update_image_actions()
+        self._clear_notice()
         self.canvas.show_image(ImageSource.from_qimage(image, name))
 
     def step_image(self, delta: int) -> None:
@@ -710,7 +737,7 @@ class MainWindow(QMainWindow):
         elif image is not None:
             self.show_image(image)
         else:
-            self._show_message("info", "The clipboard holds no image or image file to paste.")
+            self._show_notice("info", "The clipboard holds no image or image file to paste.")
 
     def dragEnterEvent(self, ev) -> None:
         mime = ev.mimeData()
@@ -726,7 +753,7 @@ class MainWindow(QMainWindow):
         elif image is not None:
             self.show_image(image, "Dropped image")
         else:
-            self._show_message("error", "Nothing to open in what was dropped (only local image files and images).")
+            self._show_notice("error", "Nothing to open in what was dropped (only local image files and images).")
             ev.ignore()
             return
         ev.acceptProposedAction()
@@ -768,10 +795,9 @@ class MainWindow(QMainWindow):
             self._show_message("info", f"The log file is {path} (no program to open it was found).")
 
     def _about(self) -> None:
-        from mnist_desktop import __version__
-        info = self.worker.model_info
-        model = f"{info.name} on {info.device.upper()}" if info else "no model loaded"
-        self._show_message("info", f"MNIST Desktop {__version__} — model: {model}.")
+        from mnist_desktop.ui.about import AboutDialog
+
+        AboutDialog(self, self.worker.model_info, self.findChildren(QAction)).exec()
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -35,10 +35,12 @@ class TextLine(QWidget):
         Font size relative to the application font.
     bold
         Use a demi-bold weight.
+    wrap
+        Wrap long texts onto more lines instead of eliding them (the line grows).
     """
 
     def __init__(self, name: str, accessible: str, scale: float = 1.0, bold: bool = False,
-                 parent: QWidget | None = None):
+                 parent: QWidget | None = None, wrap: bool = False):
         super().__init__(parent)
         self.setObjectName(name)
         self.setAccessibleName(accessible)
@@ -47,7 +49,11 @@ class TextLine(QWidget):
         if bold:
             f.setWeight(QFont.Weight.DemiBold)
         self.setFont(f)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._wrap = wrap
+        policy = QSizePolicy(QSizePolicy.Policy.Expanding,
+                             QSizePolicy.Policy.Preferred if wrap else QSizePolicy.Policy.Fixed)
+        policy.setHeightForWidth(wrap)
+        self.setSizePolicy(policy)
         self._text = ""
         self._color: QColor | None = None
         self._faint = False
@@ -63,6 +69,8 @@ class TextLine(QWidget):
             if not self.property("fixedToolTip"):
                 # Long texts may be elided on screen; the tooltip shows them whole.
                 self.setToolTip(text)
+            if self._wrap:
+                self.updateGeometry()
             self.update()
 
     def set_color(self, color: QColor | None, faint: bool = False) -> None:
@@ -78,15 +86,30 @@ class TextLine(QWidget):
     def minimumSizeHint(self) -> QSize:
         return QSize(20, self.sizeHint().height())
 
+    def hasHeightForWidth(self) -> bool:
+        return self._wrap
+
+    def heightForWidth(self, width: int) -> int:
+        one = self.sizeHint().height()
+        if not self._wrap or not self._text:
+            return one
+        fm = QFontMetricsF(self.font())
+        r = fm.boundingRect(QRectF(0, 0, max(width, 1), 10_000), int(Qt.TextFlag.TextWordWrap), self._text)
+        return max(one, int(r.height() * 1.05) + 1)
+
     def paintEvent(self, ev) -> None:
         p = QPainter(self)
         pal = self.palette()
         color = self._color or pal.color(QPalette.ColorRole.PlaceholderText if self._faint
                                          else QPalette.ColorRole.WindowText)
         p.setPen(color)
-        fm = QFontMetricsF(self.font())
-        text = fm.elidedText(self._text, Qt.TextElideMode.ElideRight, self.width())
-        p.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
+        if self._wrap:
+            p.drawText(QRectF(self.rect()), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+                                                | Qt.TextFlag.TextWordWrap), self._text)
+        else:
+            fm = QFontMetricsF(self.font())
+            text = fm.elidedText(self._text, Qt.TextElideMode.ElideRight, self.width())
+            p.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
         p.end()
 
 
@@ -103,7 +126,7 @@ class PredictionDisplay(QWidget):
         self.label.setToolTip("The class the model predicts")
         self.label.setProperty("fixedToolTip", True)
         self.confidence = TextLine("predictionConfidence", "Confidence", scale=1.25)
-        self.status = TextLine("predictionStatus", "Prediction status")
+        self.status = TextLine("predictionStatus", "Prediction status", wrap=True)
         self.alternatives = TextLine("predictionAlternatives", "Runner-up classes")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)

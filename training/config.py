@@ -74,6 +74,11 @@ class TrainConfig:
     test_split: str = "test"
     limit: int = 0                 # use a seeded subset of this many samples of `data` (0 = all)
     labels: list[str] = field(default_factory=list)  # class names; [] = from the data
+    # fine-tuning: start from this model file's weights (its arch and labels must match)
+    init_model: str = ""
+    extra_repeat: int = 1          # > 1: each extra_data sample appears this many times per epoch
+                                   # and extra data stays out of the validation split
+    compare_data: str = ""         # with init_model: held-out data measured before and after
     # optimization
     epochs: int = 10
     batch_size: int = 64
@@ -167,7 +172,7 @@ class TrainConfig:
         """Raise :class:`ConfigError` (one line) for any unusable value."""
         ints = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "limit": 0, "patience": 0,
                 "threads": 0, "seed": 0, "val_seed": -1, "val_fold": -1,
-                "outlier_images": 0}
+                "outlier_images": 0, "extra_repeat": 1}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -215,6 +220,10 @@ class TrainConfig:
             raise ConfigError("arch_args, scheduler_args and preprocess must be objects")
         if not isinstance(self.extra_data, list) or not all(isinstance(s, str) for s in self.extra_data):
             raise ConfigError("extra_data must be a list of data specifications")
+        if not isinstance(self.init_model, str) or not isinstance(self.compare_data, str):
+            raise ConfigError("init_model and compare_data must be strings")
+        if self.compare_data and not self.init_model:
+            raise ConfigError("compare_data needs init_model (it compares the model before and after)")
         if not isinstance(self.labels, list) or not all(isinstance(s, str) and s for s in self.labels) \
                 or len(set(self.labels)) != len(self.labels):
             raise ConfigError("labels must be a list of distinct, non-empty names")

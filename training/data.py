@@ -466,7 +466,17 @@ def load_training_data(cfg) -> Generator[Status, None, tuple["Dataset", np.ndarr
     full = concatenate(parts)
     if len(full) < 2:
         raise DataError(f"{full.description}: need at least 2 training images")
-    train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed, cfg.val_fold)
+    if cfg.extra_repeat > 1 and len(parts) > 1:
+        # Oversampled extra data (a fine-tune's corrections): the validation split is drawn
+        # from the main data alone (the same samples as a run on it without extras), and
+        # every extra sample is trained on extra_repeat times per epoch.
+        n_main = len(parts[0])
+        train_idx, val_idx = validation_split(full.labels[:n_main], cfg.val_fraction, cfg.split_seed,
+                                              cfg.val_fold)
+        extra = np.arange(n_main, len(full), dtype=np.int64)
+        train_idx = np.concatenate([train_idx, np.tile(extra, cfg.extra_repeat)])
+    else:
+        train_idx, val_idx = validation_split(full.labels, cfg.val_fraction, cfg.split_seed, cfg.val_fold)
     check_several_classes(full, train_idx)
     return full, train_idx, val_idx
 

@@ -12,8 +12,11 @@ seconds) and the fields of one event class below. Non-finite numbers are written
 ``null``. A reader should ignore unknown types and unknown fields (later versions only
 add). A run's stream is::
 
-    status*  run_started  (status | step | epoch_end | log)*  evaluation?  exported*  finished
-                                                                          | cancelled | failed
+    status*  run_started  (status | step | epoch_end | log)*  evaluation?  comparison?  exported*
+        finished | cancelled | failed
+
+``comparison`` comes only from a fine-tune (``init_model``): accuracy of the model before
+and after on the validation data and on the held-out ``compare_data``.
 
 ``failed`` may also come before ``run_started`` (bad data or config); ``run_dir`` is then
 null. ``cancelled`` means the run saved its state and ``python -m training --resume RUN_DIR``
@@ -149,6 +152,18 @@ class Evaluation(Event):
 
 
 @dataclass
+class Comparison(Event):
+    """A fine-tune's before/after figures. ``before`` and ``after`` map a data name
+    (``"validation"``, ``"held_out"``) to ``{"n", "accuracy", "correct"}``."""
+
+    type: ClassVar[str] = "comparison"
+    init_model: str = ""
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, str] = field(default_factory=dict)   # data name -> description
+
+
+@dataclass
 class Exported(Event):
     type: ClassVar[str] = "exported"
     format: str = ""
@@ -192,7 +207,7 @@ class Failed(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {c.type: c for c in (
-    Status, Log, RunStarted, Step, EpochEnd, Evaluation, Exported, Finished, Cancelled, Failed)}
+    Status, Log, RunStarted, Step, EpochEnd, Evaluation, Comparison, Exported, Finished, Cancelled, Failed)}
 TERMINAL_TYPES = ("finished", "cancelled", "failed")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from training.config import ConfigError, TrainConfig
-from training.events import Cancelled, Evaluation, Event, Failed, Finished, Log, Status
+from training.events import Cancelled, Comparison, Evaluation, Event, Failed, Finished, Log, Status
 from training.failures import RunCancelled, failed_event
 from training.loop import end_epoch, train_epoch
 from training.report import evaluate_best, export, write_report
@@ -74,6 +74,7 @@ class Run:
         self._log = None
         self._log_failed = False
         self._pending: list[str] = []
+        self.compare_set = None      # a fine-tune's held-out data (cfg.compare_data)
 
     # ------------------------------------------------------------------ phases
     def execute(self, config: TrainConfig | None, resume, device: str | None) -> Iterator[Event]:
@@ -139,6 +140,11 @@ class Run:
             test_set = yield from self._checked(D.load_source(
                 cfg.test_data, train=False, split=cfg.test_split, data_root=cfg.data_root,
                 download=cfg.download, options=options, label_names=label_names))
+        if cfg.compare_data:
+            yield Status("data", f"loading held-out data {cfg.compare_data}")
+            self.compare_set = yield from self._checked(D.load_source(
+                cfg.compare_data, train=False, data_root=cfg.data_root, download=cfg.download,
+                options=options, label_names=label_names))
         outliers = None
         if cfg.outlier_images:
             from training.calibration import outlier_exposure_images
@@ -183,6 +189,13 @@ class Run:
             yield Evaluation(split=split, data=r["data"], n=r["n"], accuracy=r["accuracy"], macro_f1=r["macro_f1"],
                              ece=r["ece"], misclassified=r["misclassified_count"], report=str(report_path),
                              plots=plots)
+        if session.cfg.init_model:
+            self._check_cancel()
+            yield Status("evaluate", "measuring the model before and after fine-tuning")
+            comparison = compare_models(session, loaded, val_set, self.compare_set)
+            report["finetune"] = comparison.to_dict()
+            write_json(report_path, report)
+            yield comparison
         exports: dict[str, str] = {}
         for fmt in session.cfg.export:
             self._check_cancel()
@@ -274,6 +287,32 @@ class Run:
             except OSError:
                 pass
             self._log = None
+
+
+def compare_models(session: Session, after, val_set, held_out) -> Comparison:
+    """Accuracy (argmax) of the fine-tune's starting model and of its result ``after`` on
+    the validation data and the held-out data (either may be empty or None)."""
+    import numpy as np
+    import torch
+
+    from mnist_desktop.core.checkpoint import load_model
+    from training.evaluate import predict_logits
+
+    cfg = session.cfg
+    before = load_model(cfg.init_model)
+    sets = {"validation": val_set, "held_out": held_out}
+    out = Comparison(init_model=cfg.init_model)
+    for name, data in sets.items():
+        if data is None or len(data) == 0:
+            continue
+        out.data[name] = "validation split" if name == "validation" else data.description
+        x = torch.from_numpy(np.ascontiguousarray(data.images)).to(session.device)
+        for which, loaded in (("before", before), ("after", after)):
+            model = loaded.model.to(session.device)
+            pred = predict_logits(model, x, cfg.mean, cfg.std, cfg.eval_batch_size).argmax(1).cpu().numpy()
+            correct = int((pred == data.labels).sum())
+            getattr(out, which)[name] = {"n": len(data), "correct": correct, "accuracy": correct / len(data)}
+    return out
 
 
 def append(f, data: bytes) -> None:

@@ -47,6 +47,8 @@ class Session:
             self.model = build_model(cfg.arch, num_classes=len(self.labels), **cfg.arch_args).to(device)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"cannot build {cfg.arch} with {cfg.arch_args}: {str(e).splitlines()[0]}") from None
+        if cfg.init_model:
+            self._start_from(cfg.init_model)
         self.n_train, self.n_val = len(train_set), len(val_set)
         self.spe = steps_per_epoch(self.n_train, cfg.batch_size)
         self.total_steps = self.spe * cfg.epochs
@@ -82,6 +84,24 @@ class Session:
         self.prog = Progress()
         self.clock = Clock(0.0)
         self.last_path, self.best_path = run_dir / "last.safetensors", run_dir / "best.safetensors"
+
+    def _start_from(self, path: str) -> None:
+        """Fine-tuning: copy the weights of model file ``path`` (same architecture,
+        arguments and labels) into the new network."""
+        from mnist_desktop.core.checkpoint import CheckpointError, load_model
+
+        try:
+            loaded = load_model(path)
+        except CheckpointError as e:
+            raise ConfigError(f"cannot fine-tune {path}: {e}") from None
+        meta = loaded.meta
+        if meta.arch != self.cfg.arch or dict(meta.arch_args) != dict(self.cfg.arch_args):
+            raise ConfigError(f"cannot fine-tune {path}: it is a {meta.arch} {meta.arch_args}, the run trains "
+                              f"a {self.cfg.arch} {self.cfg.arch_args}")
+        if list(meta.labels) != list(self.labels):
+            raise ConfigError(f"cannot fine-tune {path}: its labels {','.join(meta.labels)} differ from the "
+                              f"data's {','.join(self.labels)}")
+        self.model.load_state_dict(loaded.model.state_dict())
 
     @property
     def cuda(self) -> bool:

@@ -23,6 +23,12 @@ Format (version 1)
   the run's options instead of reading the PNG, so stroke-based options are honoured.
 * ``DIR/corrections.json`` marks the folder so ``--data DIR`` recognizes it without the
   ``corrections:`` prefix.
+* Both files are written atomically (temporary file, then rename): a crash never leaves a
+  half-written sample. :func:`relabel_correction` moves a sample to another class folder
+  (and rewrites the sidecar's ``label``); :func:`delete_correction` removes both files.
+* :func:`list_corrections` is strict (training refuses a folder with a bad file);
+  :func:`scan_corrections` skips bad files and says why (the app's corrections browser and
+  "Fine-tune on my handwriting" use it).
 
 The default folder is :func:`mnist_desktop.core.paths.corrections_dir`.
 """
@@ -87,8 +93,7 @@ def save_correction(folder: str | os.PathLike, label: str, image: np.ndarray, *,
 
     from mnist_desktop.core.checkpoint import atomic_write, atomic_write_bytes
 
-    if not label or label in (".", "..") or any(c in label for c in "/\\\0"):
-        raise DataError(f"cannot use {label!r} as a class folder name")
+    _check_label(label)
     image = np.asarray(image, dtype=np.float32)
     if image.shape != (28, 28):
         raise DataError(f"a correction must be a 28x28 image, got {image.shape}")
@@ -139,6 +144,152 @@ def list_corrections(folder: str | os.PathLike) -> list[CorrectionSample]:
     if not out:
         raise DataError(f"{folder}: no corrections (expected <label>/<name>.png files)")
     return out
+
+
+@dataclass
+class CorrectionScan:
+    """What :func:`scan_corrections` found: the usable samples and, for each skipped file,
+    ``"path: why"``."""
+
+    samples: list[CorrectionSample]
+    problems: list[str]
+
+    def counts(self) -> dict[str, int]:
+        """Samples per label."""
+        out: dict[str, int] = {}
+        for s in self.samples:
+            out[s.label] = out.get(s.label, 0) + 1
+        return out
+
+
+def scan_corrections(folder: str | os.PathLike) -> CorrectionScan:
+    """Every readable sample of ``folder``, oldest first within each label; bad files are
+    skipped with a message (never raises for the folder's contents).
+
+    A sample is skipped when its PNG cannot be read or is not 28x28, or its sidecar is not
+    a JSON object. A missing folder is an empty scan.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    samples: list[CorrectionSample] = []
+    problems: list[str] = []
+    try:
+        subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return CorrectionScan([], [])
+    for sub in subs:
+        try:
+            pngs = sorted(sub.glob("*.png"))
+        except OSError as e:
+            problems.append(f"{sub}: cannot list ({e.strerror or e})")
+            continue
+        for png in pngs:
+            try:
+                with Image.open(png) as img:
+                    size = img.size
+                    img.load()
+            except (OSError, UnidentifiedImageError, ValueError) as e:
+                problems.append(f"{png.name} in {sub.name}: not a readable PNG ({str(e).splitlines()[0][:80]})")
+                continue
+            if size != (28, 28):
+                problems.append(f"{png.name} in {sub.name}: {size[0]}x{size[1]}, not 28x28")
+                continue
+            meta: Any = {}
+            side = png.with_suffix(".json")
+            if side.exists():
+                try:
+                    meta = json.loads(side.read_text(encoding="utf-8"))
+                except (OSError, ValueError, UnicodeDecodeError):
+                    problems.append(f"{side.name} in {sub.name}: unreadable sidecar (not JSON)")
+                    continue
+                if not isinstance(meta, dict):
+                    problems.append(f"{side.name} in {sub.name}: sidecar is not a JSON object")
+                    continue
+            samples.append(CorrectionSample(png, sub.name, meta))
+    return CorrectionScan(samples, problems)
+
+
+def _check_label(label: str) -> None:
+    if not label or label in (".", "..") or label.startswith(".") or any(c in label for c in "/\\\0:"):
+        raise DataError(f"cannot use {label!r} as a class folder name")
+
+
+def relabel_correction(png: str | os.PathLike, label: str) -> Path:
+    """Move a sample (PNG and sidecar) to the ``label`` folder of its corrections folder;
+    the sidecar's ``label`` is rewritten. Returns the new PNG path.
+
+    Raises
+    ------
+    DataError
+        A bad label name, or a file that cannot be moved (the message names it).
+    """
+    from mnist_desktop.core.atomic_io import atomic_write_bytes
+
+    _check_label(label)
+    png = Path(png)
+    root = png.parent.parent
+    if png.parent.name == label:
+        return png
+    dest = root / label / png.name
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        side = png.with_suffix(".json")
+        meta: dict[str, Any] = {}
+        if side.exists():
+            try:
+                loaded = json.loads(side.read_text(encoding="utf-8"))
+                meta = loaded if isinstance(loaded, dict) else {}
+            except (ValueError, UnicodeDecodeError):
+                meta = {}
+        meta["label"] = label
+        # The sidecar first (written whole at its new place), then the PNG: a crash in
+        # between leaves a complete sample at one place or the other, never a half one.
+        atomic_write_bytes(dest.with_suffix(".json"), json.dumps(meta).encode())
+        os.replace(png, dest)
+        if side.exists():
+            side.unlink()
+    except OSError as e:
+        raise DataError(f"cannot move {png.name} to {label}: {e.strerror or e}") from None
+    return dest
+
+
+def delete_correction(png: str | os.PathLike) -> None:
+    """Remove a sample (PNG and sidecar); a class folder left empty is removed too.
+
+    Raises
+    ------
+    DataError
+        The files could not be removed (the message names them).
+    """
+    png = Path(png)
+    try:
+        png.unlink(missing_ok=True)
+        png.with_suffix(".json").unlink(missing_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot delete {png.name}: {e.strerror or e}") from None
+    try:
+        png.parent.rmdir()   # only when empty
+    except OSError:
+        pass
+
+
+def copy_corrections(samples: Sequence[CorrectionSample], folder: str | os.PathLike) -> Path:
+    """Copy ``samples`` into a new corrections folder ``folder`` (with its manifest): a
+    frozen snapshot a training run reads, so later edits do not change a run's data."""
+    import shutil
+
+    from mnist_desktop.core.atomic_io import atomic_write_bytes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / MANIFEST, json.dumps({"format": FORMAT, "version": VERSION}).encode())
+    for s in samples:
+        dest = folder / s.label / s.png.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(s.png, dest)
+        atomic_write_bytes(dest.with_suffix(".json"), json.dumps({**s.sidecar, "label": s.label}).encode())
+    return folder
 
 
 def iter_correction_images(samples: Sequence[CorrectionSample], options) -> Iterator[np.ndarray]:

@@ -145,14 +145,16 @@ def plan_finetune(model_path: str | Path, corrections: str | Path | None = None,
         raise ConfigError(f"cannot copy the corrections for the fine-tune: {e.strerror or e}") from None
     n_base = round(5000 * (1 - cfg.val_fraction))
     repeat = int(min(MAX_REPEAT, max(1, round(CORRECTIONS_SHARE * n_base / max(len(train), 1)))))
-    cfg = cfg.replace(
+    fields: dict[str, Any] = dict(
         data=str(bundled_data_dir()), split="train-5k", data_root="", download=False,
         extra_data=[f"corrections:{snap / 'train'}"], extra_repeat=max(repeat, 2), limit=0,
         init_model=str(model_path), compare_data=f"corrections:{snap / 'held-out'}" if held else "",
         test_data="", epochs=int(epochs), learning_rate=float(learning_rate), scheduler="none",
         scheduler_args={}, patience=0, select_metric="last", val_fold=-1, teachers=[], distill_weight=0.0,
         export=[], name="finetune", output=str(root), device="auto", threads=0,
-        outlier_images=min(cfg.outlier_images, 1000), **overrides)
+        outlier_images=min(cfg.outlier_images, 1000))
+    fields.update(overrides)
+    cfg = cfg.replace(**fields)
     return FinetunePlan(cfg, len(train), len(held), cfg.extra_repeat, snap, problems)
 
 

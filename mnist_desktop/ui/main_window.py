@@ -282,6 +282,10 @@ class MainWindow(QMainWindow):
         self._train_menu.setObjectName("menuTrain")
         from mnist_desktop.ui.training.entry import add_training_entries
         self.training = add_training_entries(self)   # Train > New Run (Ctrl+T): the training panel
+        from mnist_desktop.ui.corrections import add_corrections
+        # Correct… under the chart, Ctrl+Alt+digit, Train > Fine-tune on My Handwriting
+        self.corrections = add_corrections(self)
+        self.add_close_guard(self.corrections.close_guard)
         h = mb.addMenu("&Help")
         h.setObjectName("menuHelp")
         h.addAction(self.act_show_log)
@@ -373,6 +377,11 @@ class MainWindow(QMainWindow):
         lay.addLayout(top)
         lay.addWidget(self._caption("Probabilities", "chartCaption"))
         lay.addWidget(self.chart, 1)
+        correct_row = QHBoxLayout()
+        correct_row.setContentsMargins(0, 0, 0, 0)
+        correct_row.addStretch(1)
+        correct_row.addWidget(self.corrections.button)
+        lay.addLayout(correct_row)
         lay.addWidget(_Rule())
         lay.addLayout(form)
         lay.addWidget(self.model_info)
@@ -611,6 +620,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.chart.set_labels(info.labels)
+        self.corrections.set_labels(info.labels)
         device = info.device.upper()
         if info.backend == "onnxruntime":
             device += " · ONNX\u00a0Runtime"   # no break inside the name when the label wraps

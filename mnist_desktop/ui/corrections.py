@@ -254,6 +254,7 @@ class CorrectionsController(QObject):
             if answer != QMessageBox.StandardButton.Yes:
                 return False
             self.dialog.process.cancel()
+        if self.dialog is not None:
             self.dialog.process.wait(8000)
         return True
 
@@ -526,7 +527,8 @@ class FinetuneDialog(QDialog):
         self.resize(560, 300)
 
     def is_running(self) -> bool:
-        return self.process.is_running()
+        """Training (a child that already reported its end is only exiting)."""
+        return self.process.is_running() and not self.state
 
     def start(self) -> None:
         try:

@@ -190,7 +190,8 @@ def scan_corrections(folder: str | os.PathLike) -> CorrectionScan:
                     size = img.size
                     img.load()
             except (OSError, UnidentifiedImageError, ValueError) as e:
-                problems.append(f"{png.name} in {sub.name}: not a readable PNG ({str(e).splitlines()[0][:80]})")
+                why = str(e).splitlines()[0].replace(f"'{png}'", "").replace(str(png), "").strip()
+                problems.append(f"{png.name} in {sub.name}: not a readable PNG ({why[:60]})")
                 continue
             if size != (28, 28):
                 problems.append(f"{png.name} in {sub.name}: {size[0]}x{size[1]}, not 28x28")

@@ -57,7 +57,7 @@ class FinetunePlan:
     def summary(self) -> str:
         held = f", {self.n_held_out} held out to measure" if self.n_held_out else ", none held out (too few)"
         return (f"{self.n_train} corrections to learn ({self.repeat}x per epoch){held}; "
-                f"{self.config.epochs} epochs with the bundled MNIST 5k")
+                f"{self.config.epochs} epoch{'s' if self.config.epochs != 1 else ''} with the bundled MNIST 5k")
 
 
 def split_held_out(samples: Iterable[CorrectionSample], fraction: float = HOLDOUT
@@ -173,14 +173,12 @@ class Comparison:
 
     def rows(self) -> list[tuple[str, int, float | None, float | None]]:
         """``(what, n, accuracy before, accuracy after)``: held-out corrections first."""
-        names = {"held_out": "Your held-out drawings", "validation": "MNIST validation (500)"}
+        names = {"held_out": "Your held-out drawings", "validation": "MNIST validation"}
         out = []
         for key in ("held_out", "validation"):
             b, a = self.before.get(key), self.after.get(key)
             if b or a:
-                n = int((b or a).get("n", 0))
-                label = names[key] if key != "validation" else f"MNIST validation ({n})"
-                out.append((label, n, _acc(b), _acc(a)))
+                out.append((names[key], int((b or a).get("n", 0)), _acc(b), _acc(a)))
         return out
 
     def text(self) -> str:

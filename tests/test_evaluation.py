@@ -29,12 +29,22 @@ def _write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, prefix: str
 
 @pytest.fixture(scope="module")
 def subset():
-    return load_idx_folder(BUNDLED, "train-5k")
+    """Every 8th image of the bundled 5k subset (625, all classes: the files are sorted by class)."""
+    s = load_idx_folder(BUNDLED, "train-5k")
+    s.images, s.labels = s.images[::8], s.labels[::8]
+    return s
 
 
 @pytest.fixture(scope="module")
-def result():
-    return ev.evaluate(MODEL, ev.EvalSource("idx", str(BUNDLED), "train-5k"), device="cpu", limit=600)
+def mixed_folder(subset, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    _write_idx(folder, subset.images, subset.labels)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def result(mixed_folder):
+    return ev.evaluate(MODEL, ev.EvalSource("idx", str(mixed_folder)), device="cpu", limit=600)
 
 
 def test_figures_agree_with_a_hand_count(result, subset):
@@ -47,7 +57,7 @@ def test_figures_agree_with_a_hand_count(result, subset):
     assert result.n == 600
     assert np.array_equal(result.y_true, y) and np.array_equal(result.y_pred, pred)
     assert result.accuracy == pytest.approx(np.mean(pred == y))
-    assert result.confusion.sum() == 600
+    assert result.confusion.sum() == 600 and len(np.unique(y)) == 10
     for c in range(10):
         tp = np.sum((pred == c) & (y == c))
         precision = tp / max(1, np.sum(pred == c))
@@ -79,7 +89,7 @@ def test_cells_and_misclassified_are_sorted_by_confidence(result):
 
 
 def test_cancel_stops_between_batches(subset, tmp_path):
-    _write_idx(tmp_path / "d", subset.images[:1200], subset.labels[:1200])
+    _write_idx(tmp_path / "d", np.tile(subset.images, (2, 1, 1)), np.tile(subset.labels, 2))
     seen = []
 
     def progress(done, total, text):
@@ -88,7 +98,7 @@ def test_cancel_stops_between_batches(subset, tmp_path):
     with pytest.raises(ev.EvaluationCancelled):
         ev.evaluate(MODEL, ev.EvalSource("idx", str(tmp_path / "d")), device="cpu", progress=progress,
                     cancelled=lambda: any(d >= ev.BATCH for d in seen))
-    assert max(seen) < 1200   # stopped after the first batch
+    assert max(seen) < 1250   # stopped after the first batch
 
 
 def test_a_bad_model_file_gives_a_clear_message(tmp_path):
@@ -179,12 +189,13 @@ def test_window_reports_a_bad_model(qtbot, tmp_path):
 
 
 @pytest.mark.gui
+@pytest.mark.slow
 def test_window_cancel(qtbot, subset, tmp_path):
     from PySide6.QtCore import Qt
 
     from mnist_desktop.ui.training.evaluation import EvaluationWindow
 
-    _write_idx(tmp_path / "d", np.tile(subset.images, (4, 1, 1)), np.tile(subset.labels, 4))
+    _write_idx(tmp_path / "d", np.tile(subset.images, (32, 1, 1)), np.tile(subset.labels, 32))
     w = EvaluationWindow(str(MODEL), device="cpu")
     qtbot.addWidget(w)
     w.set_data("idx", str(tmp_path / "d"))
@@ -194,3 +205,26 @@ def test_window_cancel(qtbot, subset, tmp_path):
         qtbot.mouseClick(w.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.run_button.isEnabled(), timeout=10000)
     assert "cancelled" in w.status.text() and w.result is None
+
+
+@pytest.mark.slow
+def test_run_validation_split_is_the_one_training_held_out(subset, tmp_path):
+    from mnist_desktop.core.checkpoint import load_model, save_model
+    from training import data as D
+    from training.config import TrainConfig
+
+    _write_idx(tmp_path / "data", subset.images[:400], subset.labels[:400])
+    loaded = load_model(MODEL)
+    meta = loaded.meta
+    cfg = dict(meta.training["config"], data=str(tmp_path / "data"), split="", limit=0, extra_data=[])
+    meta.training = dict(meta.training, config=cfg)
+    run = tmp_path / "run-1"
+    run.mkdir()
+    save_model(run / "best.safetensors", loaded.model, meta)
+    r = ev.evaluate(run / "best.safetensors", ev.EvalSource("run", str(run)), device="cpu")
+    full, _, val_idx = D.run_loader(D.load_training_data(TrainConfig.from_dict(cfg)))
+    assert r.n == len(val_idx) and 30 <= r.n <= 50   # 10% per class, rounded
+    assert np.array_equal(r.y_true, full.labels[val_idx])
+    assert "validation split" in r.data
+    with pytest.raises(ev.EvaluationError, match="no training config"):
+        ev.evaluate(MODEL, ev.EvalSource("run", str(tmp_path)), device="cpu")

@@ -11,6 +11,7 @@ from PIL import Image
 
 from mnist_desktop.core.data import load_idx_folder
 from mnist_desktop.service import evaluation as ev
+from test_ui_helpers import make_window, settings_store, user_data  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "resources" / "data" / "mnist-5k"
@@ -213,18 +214,47 @@ def test_run_validation_split_is_the_one_training_held_out(subset, tmp_path):
     from training import data as D
     from training.config import TrainConfig
 
-    _write_idx(tmp_path / "data", subset.images[:400], subset.labels[:400])
+    _write_idx(tmp_path / "data", subset.images, subset.labels)
     loaded = load_model(MODEL)
     meta = loaded.meta
     cfg = dict(meta.training["config"], data=str(tmp_path / "data"), split="", limit=0, extra_data=[])
-    meta.training = dict(meta.training, config=cfg)
+    full, _, val_idx = D.run_loader(D.load_training_data(TrainConfig.from_dict(cfg)))
     run = tmp_path / "run-1"
     run.mkdir()
+    meta.training = dict(meta.training, config=cfg, n_val=len(val_idx))
     save_model(run / "best.safetensors", loaded.model, meta)
     r = ev.evaluate(run / "best.safetensors", ev.EvalSource("run", str(run)), device="cpu")
-    full, _, val_idx = D.run_loader(D.load_training_data(TrainConfig.from_dict(cfg)))
-    assert r.n == len(val_idx) and 30 <= r.n <= 50   # 10% per class, rounded
-    assert np.array_equal(r.y_true, full.labels[val_idx])
-    assert "validation split" in r.data
+    assert r.n == len(val_idx) and 55 <= r.n <= 70   # 10% of each class, rounded
+    assert np.array_equal(r.y_true, full.labels[val_idx]) and np.all(r.support > 0)
+    assert "validation split of run-1" in r.data and "it has changed" not in r.data
+    # The data changed since the run: said, not hidden.
+    meta.training = dict(meta.training, n_val=500)
+    save_model(run / "best.safetensors", loaded.model, meta)
+    r = ev.evaluate(run / "best.safetensors", ev.EvalSource("run", str(run)), device="cpu")
+    assert "the run held out 500 images" in r.data
     with pytest.raises(ev.EvaluationError, match="no training config"):
         ev.evaluate(MODEL, ev.EvalSource("run", str(tmp_path)), device="cpu")
+
+
+@pytest.mark.gui
+def test_train_menu_and_run_history_open_the_evaluation(make_window, qtbot, tmp_path):  # noqa: F811
+    w = make_window(start=False)
+    act = w.training.evaluate_action
+    assert act in w.train_menu().actions()
+    act.trigger()
+    win = w.training.evaluation
+    assert win is not None and win.isVisible() and win.accessibleName() == "Evaluation"
+    assert Path(win.model_edit.text()) == Path(w.model_path())
+    # The bundled model's training config names data not found here: its validation split is
+    # not offered unless rebuildable; the bundled subset is, and says it is training data.
+    texts = [win.data_combo.itemText(i) for i in range(win.data_combo.count())]
+    assert any("training data" in t for t in texts)
+    win.close()
+    # From the run history: the run's validation split is chosen.
+    run = tmp_path / "run-x"
+    run.mkdir()
+    w.training.open_evaluation(str(run / "best.safetensors"), str(run))
+    win = w.training.evaluation
+    assert win.data_combo.currentData() == ("run", str(run))
+    assert "Validation split of run run-x" in win.data_combo.currentText()
+    win.close()

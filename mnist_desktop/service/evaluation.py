@@ -149,17 +149,30 @@ def idx_splits(folder: str | os.PathLike) -> list[str]:
         return []
 
 
-def run_training_config(path: str | os.PathLike) -> dict | None:
-    """The training config of a run folder (its ``best.safetensors``) or of a model file
-    trained by this program; None when there is none."""
+def _training_meta(path: str | os.PathLike) -> dict:
     p = Path(path)
     model = p / "best.safetensors" if p.is_dir() else p
     try:
-        meta = check_model(model)
+        return check_model(model).training or {}
     except CheckpointError:
-        return None
-    cfg = (meta.training or {}).get("config")
+        return {}
+
+
+def run_training_config(path: str | os.PathLike) -> dict | None:
+    """The training config of a run folder (its ``best.safetensors``) or of a model file
+    trained by this program; None when there is none."""
+    cfg = _training_meta(path).get("config")
     return cfg if isinstance(cfg, dict) and cfg.get("data") else None
+
+
+def validation_rebuildable(path: str | os.PathLike) -> bool:
+    """Whether the training data named by ``path``'s config is here (a folder that exists,
+    or a ``scheme:`` spec such as ``torchvision:MNIST`` the loader resolves itself)."""
+    cfg = run_training_config(path)
+    if cfg is None:
+        return False
+    data = str(cfg["data"])
+    return (":" in data and not Path(data).is_absolute() and len(data.split(":")[0]) > 1) or Path(data).exists()
 
 
 def _run_validation(path: str, labels: list[str], progress: Progress | None):
@@ -179,6 +192,9 @@ def _run_validation(path: str, labels: list[str], progress: Progress | None):
     if len(val_idx) == 0:
         raise EvaluationError(f"{Path(path).name} held out no validation data (val_fraction 0)")
     val = full.subset(val_idx)
+    n_val = _training_meta(path).get("n_val")
+    note = "" if n_val in (None, len(val_idx)) else \
+        f"; the run held out {n_val} images, the data found now gives {len(val_idx)}: it has changed"
     names = list(val.label_names)
     if names != labels:
         idx = {lab: i for i, lab in enumerate(labels)}
@@ -190,7 +206,8 @@ def _run_validation(path: str, labels: list[str], progress: Progress | None):
     else:
         y = val.labels
     return val.unit_float(), np.asarray(y, np.int64), val.paths, \
-        f"validation split of run {cfg_dict.get('data')} ({len(val_idx)} images held out of training)"
+        f"validation split of {Path(path).name} (data {cfg_dict.get('data')}, {len(val_idx)} images held out " \
+        f"of training{note})"
 
 
 def _predict_arrays(predictor, images: np.ndarray, progress: Progress | None, cancelled) -> np.ndarray:

@@ -278,7 +278,7 @@ class EvaluationWindow(QWidget):
         if run_dir:
             c.addItem(f"Validation split of run {Path(run_dir).name} (held out of training)", (RUN, str(run_dir)))
         model = self.model_edit.text().strip()
-        if model and not run_dir and ev.run_training_config(model):
+        if model and not run_dir and ev.validation_rebuildable(model):
             c.addItem("Validation split this model's training held out", (RUN, model))
         bundled = bundled_data_folder()
         if bundled.is_dir():

@@ -180,7 +180,7 @@ def test_show_why_overlays_the_drawn_digit_and_why_not(make_window, shared_worke
     img, rect = window.canvas.overlay
     # The 28x28 field mapped over the strokes: the 7 (x 70..210, y 60..240) lies inside it.
     assert rect.left() < 70 and rect.right() > 210 and rect.top() < 60 and rect.bottom() > 240
-    assert img.width() == 28 and img.hasAlphaChannel()
+    assert img.width() == img.height() and img.hasAlphaChannel()
     assert len(window.explanation.neighbours.captions) == 6
     assert all(c.startswith("#") for c in window.explanation.neighbours.captions)
 

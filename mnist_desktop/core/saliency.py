@@ -20,14 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_desktop.core.preprocess import gaussian_blur
-
 #: Occlusion patch side and stride in model pixels: 13 x 13 = 169 occluded inputs.
 PATCH = 4
 STRIDE = 2
-#: Blur applied before comparing images for :func:`nearest_examples`: a stroke shifted by a
-#: pixel should still count as close.
-NEIGHBOUR_BLUR = 1.0
 
 
 @dataclass(frozen=True)
@@ -151,8 +146,17 @@ class _NeighbourIndex:
         self.vectors = _unit_vectors(split.images.astype(np.float32) / 255.0)
 
 
+def _blur121(images: np.ndarray) -> np.ndarray:
+    """A separable [1, 2, 1] / 4 blur (zero padding) of ``(N, H, W)`` images: a stroke
+    shifted by a pixel should still count as close. Slices, not windows: the 5k subset
+    blurs in milliseconds."""
+    p = np.pad(images, ((0, 0), (1, 1), (1, 1)))
+    rows = p[:, :, :-2] + 2 * p[:, :, 1:-1] + p[:, :, 2:]
+    return (rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]) / 16.0
+
+
 def _unit_vectors(images: np.ndarray) -> np.ndarray:
-    v = gaussian_blur(images, NEIGHBOUR_BLUR).reshape(len(images), -1)
+    v = _blur121(np.asarray(images, np.float32)).reshape(len(images), -1)
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)
 
 
@@ -168,7 +172,7 @@ def bundled_subset_dir() -> Path:
 
 def neighbour_index(folder: str | os.PathLike | None = None) -> _NeighbourIndex:
     """The (cached) index over ``folder`` (default: the bundled subset); built once per
-    process, ~0.1 s."""
+    process, ~0.1 s (read in the inference process right after a model loads)."""
     key = str(Path(folder) if folder is not None else bundled_subset_dir())
     with _index_lock:
         index = _indexes.get(key)

@@ -556,7 +556,12 @@ class MainWindow(QMainWindow):
         rect = None
         if explanation is not None and prediction is not None and self.canvas.state.image is None:
             rect = overlay_rect_for_strokes(self.canvas.strokes, prediction.image)
-        self.canvas.set_overlay(None if rect is None else saliency_to_qimage(explanation.saliency), rect)
+        overlay = None
+        if rect is not None:
+            # Upscaled smoothly here: a 28x28 image stretched by the painter shows its squares.
+            overlay = saliency_to_qimage(explanation.saliency).scaled(
+                224, 224, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        self.canvas.set_overlay(overlay, rect)
 
     def set_theme(self, theme: str) -> None:
         """Switch to ``system``, ``light`` or ``dark`` and remember it."""

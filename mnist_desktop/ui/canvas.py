@@ -227,6 +227,7 @@ class DrawingCanvas(QWidget):
         self._hover: QPointF | None = None
         self._cache: QImage | None = None   # committed strokes
         self._live: QImage | None = None    # the stroke being drawn, segment by segment
+        self._overlay: tuple[QImage, QRectF] | None = None   # explanation map, document rect
         self._last_emit = 0.0
         self._last_input_time = 0.0
         self._emit_timer = QTimer(self)
@@ -309,6 +310,17 @@ class DrawingCanvas(QWidget):
         """Repaint after ``source.display`` or ``source.error`` arrived."""
         if self._state.image is source:
             self.update()
+
+    @property
+    def overlay(self) -> tuple[QImage, QRectF] | None:
+        """The explanation overlay painted over the strokes and its document rect, or None."""
+        return self._overlay
+
+    def set_overlay(self, image: QImage | None, doc_rect: QRectF | None = None) -> None:
+        """Paint ``image`` (semi-transparent RGBA, e.g. a saliency map) smoothly over the
+        strokes into ``doc_rect`` (document coordinates); None removes it."""
+        self._overlay = None if image is None or doc_rect is None else (image, QRectF(doc_rect))
+        self.update()
 
     def undo(self) -> None:
         self._finish_gesture()
@@ -590,6 +602,14 @@ class DrawingCanvas(QWidget):
                 p.drawImage(rect.topLeft(), self._ensure_live())
             if state.is_blank and self._gesture is None:
                 self._paint_hint(p, rect)
+            elif self._overlay is not None:
+                img, doc = self._overlay
+                s = self._scale()
+                p.save()
+                p.setClipRect(rect)
+                p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+                p.drawImage(QRectF(self.to_widget(doc.x(), doc.y()), doc.size() * s), img)
+                p.restore()
         border = pal.color(QPalette.ColorRole.Highlight) if self.hasFocus() else pal.color(QPalette.ColorRole.Mid)
         p.setPen(QPen(border, 1.2 if self.hasFocus() else 1.0))
         p.setBrush(Qt.BrushStyle.NoBrush)

@@ -5,16 +5,22 @@ the percentage. When the rows do not fit the height (26 letters, 47 EMNIST class
 wrap into several columns, read top to bottom; only when even that gets too narrow does the
 chart fall back to one vertical bar per class, with vertical percentages for bars of at
 least 1%. A tooltip gives every exact value.
+
+Clicking a class emits ``classClicked`` (the explanation view uses it for "why not X?");
+:meth:`ProbabilityChart.set_marked` outlines that class.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPalette
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 UNCERTAIN_COLOR = QColor("#d9822b")
 MIN_ROW_HEIGHT = 17
+#: The outline of the class marked with :meth:`ProbabilityChart.set_marked` (the "against"
+#: colour of the explanation overlay).
+MARK_COLOR = QColor("#2f6fde")
 
 
 def format_percent(p: float, precise: bool = False) -> str:
@@ -33,7 +39,14 @@ class ProbabilityChart(QWidget):
     ----------
     labels
         Class labels, one bar each (replaced later with :meth:`set_labels`).
+
+    Signals
+    -------
+    classClicked(int)
+        The user clicked the bar of a class (its index).
     """
+
+    classClicked = Signal(int)
 
     def __init__(self, labels=(), parent: QWidget | None = None):
         super().__init__(parent)
@@ -46,6 +59,7 @@ class ProbabilityChart(QWidget):
         self._probs: list[float] | None = None
         self._index = -1
         self._uncertain = False
+        self._marked = -1
         self._update_description()
 
     # ------------------------------------------------------------------ API
@@ -65,6 +79,34 @@ class ProbabilityChart(QWidget):
     def uncertain(self) -> bool:
         return self._uncertain
 
+    @property
+    def marked_index(self) -> int:
+        """The outlined class (see :meth:`set_marked`), or -1."""
+        return self._marked
+
+    def set_marked(self, index: int | None) -> None:
+        """Outline class ``index`` (e.g. the "why not?" class), or none for None / -1."""
+        index = -1 if index is None else int(index)
+        if index != self._marked:
+            self._marked = index
+            self.update()
+
+    def mousePressEvent(self, ev) -> None:
+        if ev.button() == Qt.MouseButton.LeftButton:
+            i = self.index_at(ev.position())
+            if i >= 0:
+                self.classClicked.emit(i)
+                ev.accept()
+                return
+        super().mousePressEvent(ev)
+
+    def _paint_mark(self, p: QPainter, rect: QRectF, radius: float) -> None:
+        p.save()
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.setPen(QPen(MARK_COLOR, 1.6, Qt.PenStyle.DashLine))
+        p.drawRoundedRect(rect.adjusted(-2, -2, 2, 2), radius + 1, radius + 1)
+        p.restore()
+
     def set_labels(self, labels) -> None:
         """Show bars for ``labels`` (clears the values when the labels change)."""
         labels = list(labels)
@@ -72,6 +114,7 @@ class ProbabilityChart(QWidget):
             self._labels = labels
             self._probs = None
             self._index = -1
+            self._marked = -1
             self._update_description()
             self.update()
 
@@ -206,6 +249,8 @@ class ProbabilityChart(QWidget):
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(trough)
             p.drawRoundedRect(t, radius, radius)
+            if i == self._marked:
+                self._paint_mark(p, t, radius)
             prob = None if self._probs is None else max(0.0, min(1.0, self._probs[i]))
             if prob is not None and prob * t.width() >= 1.5:
                 p.setBrush(hi if is_top else muted)
@@ -272,6 +317,8 @@ class ProbabilityChart(QWidget):
         for i, label in enumerate(self._labels):
             r = self.bar_rect(i)
             is_top = self._probs is not None and i == self._index
+            if i == self._marked:
+                self._paint_mark(p, r, 3.0)
             if self._probs is not None:
                 prob = self._probs[i]
                 h = max(0.0, min(1.0, prob)) * plot.height()

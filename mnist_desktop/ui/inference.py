@@ -7,6 +7,10 @@ request replaces the queued one (``requestDropped`` reports the replaced id), so
 piles up however fast the canvas emits. Results come back on a reader thread and reach the
 GUI thread only through queued signals. Results older than :meth:`cancel_pending` or a model
 change are dropped as stale.
+
+Explanations (:meth:`InferenceWorker.explain`: saliency map and nearest training examples)
+have their own single-slot mailbox and always yield to predictions: one is sent only while
+no prediction is queued or in flight, so explaining never slows live inference down.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QImage
 
-from mnist_desktop.ui.inference_messages import (InputKind, Loaded, LoadFailed, LoadModel,
-                                                 ModelInfo, NothingToPredict, Predict,
-                                                 PredictFailed, PredictionReady, Shutdown)
+from mnist_desktop.ui.inference_messages import (Explain, ExplainFailed, ExplanationReady, InputKind,
+                                                 Loaded, LoadFailed, LoadModel, ModelInfo,
+                                                 NothingToPredict, Predict, PredictFailed,
+                                                 PredictionReady, Shutdown)
 
-__all__ = ["InferenceResult", "InferenceWorker", "ModelInfo", "rgba_to_qimage"]
+__all__ = ["ExplanationResult", "InferenceResult", "InferenceWorker", "ModelInfo", "rgba_to_qimage"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,21 @@ class InferenceResult:
     message: str = ""
     thumbnail: QImage | None = None
     timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ExplanationResult:
+    """The answer to one :meth:`InferenceWorker.explain` request.
+
+    ``status`` is ``"ok"`` (``explanation`` set: a core
+    :class:`~mnist_desktop.core.saliency.Explanation`) or ``"error"`` (``message``).
+    """
+
+    request_id: int
+    status: str
+    explanation: Any = None
+    message: str = ""
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,8 @@ class InferenceWorker(QObject):
         A request was superseded before it ran, or its result was stale.
     processRestarted(str)
         The inference process died and was restarted (or given up on); a message.
+    explanationReady(ExplanationResult)
+        A current :meth:`explain` request was answered.
     """
 
     modelLoading = Signal(str, str)
@@ -121,6 +143,7 @@ class InferenceWorker(QObject):
     resultReady = Signal(object)
     requestDropped = Signal(int)
     processRestarted = Signal(str)
+    explanationReady = Signal(object)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -139,6 +162,10 @@ class InferenceWorker(QObject):
         self._pending: Predict | None = None
         self._in_flight: int | None = None
         self._floor = 0  # results with a smaller id are stale
+        self._explain_ids = itertools.count(1)
+        self._explain_pending: Explain | None = None
+        self._explain_in_flight: int | None = None
+        self._explain_floor = 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -194,6 +221,7 @@ class InferenceWorker(QObject):
         process, conn, reader = self._process, self._conn, self._reader
         self._process = self._conn = self._reader = None
         self._in_flight = None
+        self._explain_in_flight = None
         if process is None:
             return None
         try:
@@ -221,6 +249,7 @@ class InferenceWorker(QObject):
         self._ready = False
         # Whatever is in flight was computed with the old model.
         self._floor = self._peek_next_id()
+        self.cancel_explanations()
         self.modelLoading.emit(str(path), device)
         if self._process is not None:
             self._send(self._wanted)
@@ -250,6 +279,35 @@ class InferenceWorker(QObject):
             self._pending = None
         self._floor = self._peek_next_id()
 
+    def explain(self, image, target: int, contrast: int | None = None, k: int = 6) -> int:
+        """Queue an explanation of a prediction; returns its id.
+
+        Parameters
+        ----------
+        image
+            The 28x28 model input (``Prediction.image``).
+        target
+            The class index explained (usually the predicted one).
+        contrast
+            Another class index for "why not ``contrast``?", or None.
+        k
+            How many nearest training examples of ``target``'s class to return.
+        """
+        import numpy as np
+
+        request_id = next(self._explain_ids)
+        self._explain_pending = Explain(request_id, np.asarray(image, np.float32), int(target),
+                                        None if contrast is None else int(contrast), int(k))
+        self._pump()
+        return request_id
+
+    def cancel_explanations(self) -> None:
+        """Drop the queued explanation and mark the one in flight as stale."""
+        self._explain_pending = None
+        value = next(self._explain_ids)
+        self._explain_ids = itertools.count(value)
+        self._explain_floor = value
+
     def _peek_next_id(self) -> int:
         # itertools.count cannot peek: take one and keep the counter continuing after it.
         value = next(self._ids)
@@ -257,14 +315,19 @@ class InferenceWorker(QObject):
         return value
 
     def _pump(self) -> None:
-        if self._pending is None or self._in_flight is not None or not self._ready \
-                or self._process is None:
+        if self._in_flight is not None or not self._ready or self._process is None:
             return
-        request, self._pending = self._pending, None
-        self._in_flight = request.request_id
-        self._send(request)
+        if self._pending is not None:
+            request, self._pending = self._pending, None
+            self._in_flight = request.request_id
+            self._send(request)
+        elif self._explain_pending is not None and self._explain_in_flight is None:
+            # Predictions first: an explanation goes out only when none is waiting.
+            request, self._explain_pending = self._explain_pending, None
+            self._explain_in_flight = request.request_id
+            self._send(request)
 
-    def _send(self, msg: LoadModel | Predict) -> None:
+    def _send(self, msg: LoadModel | Predict | Explain) -> None:
         try:
             self._conn.send(msg)
         except (OSError, ValueError):
@@ -291,10 +354,23 @@ class InferenceWorker(QObject):
                     log.error("inference process failed on request %d: %s\n%s",
                               msg.request_id, msg.message, msg.traceback.rstrip())
                 self._on_answer(msg.request_id, InferenceResult(msg.request_id, "error", message=msg.message))
+            case ExplanationReady():
+                self._on_explained(msg.request_id, ExplanationResult(
+                    msg.request_id, "ok", msg.explanation, seconds=msg.seconds))
+            case ExplainFailed():
+                if msg.traceback:
+                    log.error("explaining failed (request %d): %s\n%s", msg.request_id, msg.message,
+                              msg.traceback.rstrip())
+                self._on_explained(msg.request_id, ExplanationResult(msg.request_id, "error",
+                                                                     message=msg.message))
             case _ChildExited():
                 self._on_process_exit()
             case _BadReply(detail=detail):
                 log.error("bad reply from the inference process: %s", detail)
+                if self._in_flight is None and self._explain_in_flight is not None:
+                    self._on_explained(self._explain_in_flight, ExplanationResult(
+                        self._explain_in_flight, "error", message=f"bad reply ({detail})"))
+                    return
                 in_flight, self._in_flight = self._in_flight, None
                 if in_flight is not None:
                     self.resultReady.emit(InferenceResult(
@@ -335,11 +411,21 @@ class InferenceWorker(QObject):
             self.resultReady.emit(result)
         self._pump()
 
+    def _on_explained(self, request_id: int, result: ExplanationResult) -> None:
+        if self._explain_in_flight == request_id:
+            self._explain_in_flight = None
+        if request_id >= self._explain_floor:
+            self.explanationReady.emit(result)
+        self._pump()
+
     def _on_process_exit(self) -> None:
         if self._stopping or self._process is None:
             return
-        in_flight = self._in_flight
+        in_flight, explaining = self._in_flight, self._explain_in_flight
         exitcode = self._shutdown_process(0.5)
+        if explaining is not None and explaining >= self._explain_floor:
+            self.explanationReady.emit(ExplanationResult(
+                explaining, "error", message="the inference process stopped while explaining"))
         now = time.monotonic()
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:

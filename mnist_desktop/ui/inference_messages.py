@@ -6,11 +6,12 @@ imports this module before anything heavy, and payloads are plain Python and num
 objects (a core ``Drawing``, a path, RGBA ``uint8`` arrays, a core ``Prediction``).
 
 GUI -> inference process
-    :class:`LoadModel`, :class:`Predict`, :class:`Shutdown`.
+    :class:`LoadModel`, :class:`Predict`, :class:`Explain`, :class:`Shutdown`.
 inference process -> GUI
     :class:`Loaded` or :class:`LoadFailed` answer a :class:`LoadModel` (same ``token``);
     :class:`PredictionReady`, :class:`NothingToPredict` or :class:`PredictFailed` answer
-    a :class:`Predict` (same ``request_id``).
+    a :class:`Predict` (same ``request_id``); :class:`ExplanationReady` or
+    :class:`ExplainFailed` answer an :class:`Explain` (same ``request_id``).
 """
 
 from __future__ import annotations
@@ -60,11 +61,25 @@ class Predict:
 
 
 @dataclass(frozen=True)
+class Explain:
+    """Explain a prediction: the occlusion saliency map of the 28x28 model input ``image``
+    for class index ``target`` (against ``contrast``, another class index, or None) and the
+    ``k`` nearest training examples of ``target``'s class
+    (:func:`mnist_desktop.core.saliency.explain`)."""
+
+    request_id: int
+    image: Any                       # (28, 28) float32 in [0, 1]: Prediction.image
+    target: int
+    contrast: int | None = None
+    k: int = 6
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Stop serving and exit."""
 
 
-Request = Union[LoadModel, Predict, Shutdown]
+Request = Union[LoadModel, Predict, Explain, Shutdown]
 
 
 # --------------------------------------------------------------------------- replies
@@ -123,4 +138,23 @@ class PredictFailed:
     traceback: str | None = None
 
 
-Reply = Union[Loaded, LoadFailed, PredictionReady, NothingToPredict, PredictFailed]
+@dataclass(frozen=True)
+class ExplanationReady:
+    """The answer to :class:`Explain` ``request_id``: a core ``Explanation``."""
+
+    request_id: int
+    explanation: Any                 # mnist_desktop.core.saliency.Explanation
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExplainFailed:
+    """:class:`Explain` ``request_id`` could not be answered (``message`` says why)."""
+
+    request_id: int
+    message: str
+    traceback: str | None = None
+
+
+Reply = Union[Loaded, LoadFailed, PredictionReady, NothingToPredict, PredictFailed,
+              ExplanationReady, ExplainFailed]

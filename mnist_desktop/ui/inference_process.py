@@ -14,7 +14,8 @@ round trip and never stalls the GUI.
 Protocol: the typed messages of :mod:`mnist_desktop.ui.inference_messages` over a
 ``multiprocessing`` pipe (both ends are this program's own code). Each
 :class:`~mnist_desktop.ui.inference_messages.LoadModel` gets a ``Loaded`` or ``LoadFailed``,
-each ``Predict`` a ``PredictionReady``, ``NothingToPredict`` or ``PredictFailed``;
+each ``Predict`` a ``PredictionReady``, ``NothingToPredict`` or ``PredictFailed``,
+each ``Explain`` an ``ExplanationReady`` or ``ExplainFailed``;
 ``Shutdown`` (or the GUI going away) ends the process.
 """
 
@@ -23,9 +24,10 @@ from __future__ import annotations
 import time
 import traceback
 
-from mnist_desktop.ui.inference_messages import (Loaded, LoadFailed, LoadModel, ModelInfo,
-                                                 NothingToPredict, Predict, PredictFailed,
-                                                 PredictionReady, Reply, Request, Shutdown)
+from mnist_desktop.ui.inference_messages import (Explain, ExplainFailed, ExplanationReady, Loaded,
+                                                 LoadFailed, LoadModel, ModelInfo, NothingToPredict,
+                                                 Predict, PredictFailed, PredictionReady, Reply,
+                                                 Request, Shutdown)
 
 # Largest side of the image sent back for display: enough for a sharp canvas on a
 # high-DPI screen, small enough to cross the pipe in about a millisecond.
@@ -81,6 +83,8 @@ class _Server:
                 return self.load(token, path, device)
             case Predict(request_id=request_id, kind=kind, payload=payload):
                 return self.predict(request_id, kind, payload)
+            case Explain():
+                return self.explain(msg)
         return None  # not a request this version knows: ignored
 
     def load(self, token: int, path: str, device: str) -> Loaded | LoadFailed:
@@ -143,6 +147,25 @@ class _Server:
         return PredictionReady(request_id, prediction, thumbnail, timings)
 
 
+    def explain(self, msg: Explain) -> ExplanationReady | ExplainFailed:
+        """Occlusion map and nearest examples (about 70 ms with ONNX Runtime on a CPU;
+        the first call also reads the bundled training subset, about 0.1 s)."""
+        if self.predictor is None:
+            return ExplainFailed(msg.request_id, "no model is loaded")
+        import numpy as np
+
+        from mnist_desktop.core.data import DataError
+        from mnist_desktop.core.saliency import explain
+
+        t0 = time.perf_counter()
+        try:
+            explanation = explain(self.predictor, np.asarray(msg.image, np.float32), msg.target,
+                                  msg.contrast, msg.k)
+        except (ValueError, DataError) as e:   # a class the model lacks, a missing subset
+            return ExplainFailed(msg.request_id, _one_line(e))
+        return ExplanationReady(msg.request_id, explanation, time.perf_counter() - t0)
+
+
 def _thumbnail(img):
     """A display copy (RGBA uint8 array, at most THUMBNAIL_SIDE pixels a side)."""
     import numpy as np
@@ -169,6 +192,8 @@ def _unexpected_reply(msg, e: Exception) -> Reply | None:
             return LoadFailed(token, f"internal error: {detail}", trace)
         case Predict(request_id=request_id):
             return PredictFailed(request_id, f"internal error: {detail}", trace)
+        case Explain(request_id=request_id):
+            return ExplainFailed(request_id, f"internal error: {detail}", trace)
     return None
 
 

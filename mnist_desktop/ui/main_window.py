@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (QApplication, QComboBox, QDockWidget, QFileDialog
 from mnist_desktop.ui.banner import MessageBanner
 from mnist_desktop.ui.canvas import DrawingCanvas
 from mnist_desktop.ui.chart import ProbabilityChart
+from mnist_desktop.ui.explain import ExplanationPanel, Explainer, overlay_rect_for_strokes, saliency_to_qimage
 from mnist_desktop.ui.icons import make_icon
 from mnist_desktop.ui.images import IMAGE_FILE_FILTER, ImageSource, inputs_from_mime
 from mnist_desktop.ui.inference import InferenceWorker, ModelInfo
@@ -128,6 +129,9 @@ class MainWindow(QMainWindow):
         self.display = PredictionDisplay()
         self.banner = MessageBanner()
         self.live = LivePrediction(self.worker, self)
+        self.explainer = Explainer(self.worker, self)
+        self.explanation = ExplanationPanel()
+        self.explanation.setVisible(False)
 
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("modelCombo")
@@ -248,6 +252,11 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, k=key: self.select_device(k))
             group.addAction(a)
             self.device_actions[key] = a
+        self.act_show_why = self._action("show_why", "Show &Why",
+                                         "Explain the prediction: which ink pushed it (red) or argued "
+                                         "against it (blue), and the closest training examples",
+                                         ["Ctrl+Shift+W"], checkable=True)
+        self.act_show_why.toggled.connect(self.set_show_why)
         self.act_about = self._action("about", "&About MNIST Desktop", "About this app", [], self._about)
         self.act_show_log = self._action("show_log", "Show &Log", "Open the log of warnings and errors "
                                          "(attach it to a bug report)", [], self.show_log)
@@ -271,6 +280,8 @@ class MainWindow(QMainWindow):
         t.setObjectName("menuTheme")
         for a in self.theme_actions.values():
             t.addAction(a)
+        v.addSeparator()
+        v.addAction(self.act_show_why)
         m = mb.addMenu("&Model")
         m.setObjectName("menuModel")
         m.addAction(self.act_model_file)
@@ -382,6 +393,7 @@ class MainWindow(QMainWindow):
         correct_row.addStretch(1)
         correct_row.addWidget(self.corrections.button)
         lay.addLayout(correct_row)
+        lay.addWidget(self.explanation)
         lay.addWidget(_Rule())
         lay.addLayout(form)
         lay.addWidget(self.model_info)
@@ -421,6 +433,11 @@ class MainWindow(QMainWindow):
         self.canvas.toolChanged.connect(self._sync_controls)
         self.canvas.penWidthChanged.connect(self._on_pen_width)
         self.live.predictionChanged.connect(self._show_prediction)
+        self.live.predictionChanged.connect(self.explainer.set_prediction)
+        self.chart.classClicked.connect(self._on_class_clicked)
+        self.explainer.contrastChanged.connect(self.chart.set_marked)
+        self.explainer.explanationChanged.connect(self._show_explanation)
+        self.explainer.failed.connect(lambda m: self.statusBar().showMessage(f"Cannot explain: {m}", 8000))
         self.live.stateChanged.connect(self.display.set_state)
         self.live.imageUpdated.connect(self.canvas.image_updated)
         self.live.message.connect(self._show_notice)
@@ -510,6 +527,8 @@ class MainWindow(QMainWindow):
         self.device_combo.setCurrentIndex(max(0, i))
         self.device_actions.get(device, self.device_actions["auto"]).setChecked(True)
         self.theme_actions.get(self.settings.theme, self.theme_actions["system"]).setChecked(True)
+        if self.act_show_why.isChecked() != self.settings.show_why:
+            self.act_show_why.setChecked(self.settings.show_why)
 
     def _on_pen_width(self, width: float) -> None:
         self.settings.pen_width = float(width)
@@ -519,6 +538,39 @@ class MainWindow(QMainWindow):
     def _nudge_width(self, delta: int) -> None:
         lo, hi = PEN_WIDTH_RANGE
         self.canvas.set_pen_width(min(hi, max(lo, self.canvas.pen_width + delta)))
+
+    def set_show_why(self, on: bool) -> None:
+        """Show (and compute, in the inference process) the explanation of each
+        prediction, or hide it; remembered."""
+        on = bool(on)
+        if self.act_show_why.isChecked() != on:
+            self.act_show_why.setChecked(on)   # toggled() calls back here
+            return
+        self.explanation.setVisible(on)
+        self.explainer.set_enabled(on)
+        if on and self.explainer.explanation is None:
+            self.explanation.set_explanation(None, self.explainer.prediction,
+                                             "Explaining…" if self.explainer.prediction is not None else "")
+        if self.settings.show_why != on:
+            self.settings.show_why = on
+            self._save_settings()
+
+    def _on_class_clicked(self, index: int) -> None:
+        if self.explainer.enabled:
+            self.explainer.toggle_contrast(index)
+
+    def _show_explanation(self, explanation) -> None:
+        prediction = self.explainer.prediction
+        self.explanation.set_explanation(explanation, prediction)
+        rect = None
+        if explanation is not None and prediction is not None and self.canvas.state.image is None:
+            rect = overlay_rect_for_strokes(self.canvas.strokes, prediction.image)
+        overlay = None
+        if rect is not None:
+            # Upscaled smoothly here: a 28x28 image stretched by the painter shows its squares.
+            overlay = saliency_to_qimage(explanation.saliency).scaled(
+                224, 224, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        self.canvas.set_overlay(overlay, rect)
 
     def set_theme(self, theme: str) -> None:
         """Switch to ``system``, ``light`` or ``dark`` and remember it."""

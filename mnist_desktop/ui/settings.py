@@ -41,6 +41,9 @@ class AppSettings:
         Folder of the last opened image, for the next File > Open.
     window_geometry
         ``QWidget.saveGeometry()`` bytes; empty for the default size.
+    show_why
+        View > Show Why: the explanation (saliency map over the model input, "why not?"
+        contrast and nearest training examples) is shown and computed.
     """
 
     device: str = "auto"
@@ -49,6 +52,7 @@ class AppSettings:
     theme: str = "system"
     last_dir: str = ""
     window_geometry: bytes = b""
+    show_why: bool = False
 
 
 @dataclass
@@ -218,6 +222,11 @@ def _parse(name: str, raw, default):
             return False, default
         lo, hi = PEN_WIDTH_RANGE
         return lo <= value <= hi, value
+    if name == "show_why":
+        if isinstance(raw, bool):
+            return True, raw
+        value = str(raw).strip().lower()
+        return value in ("true", "false", "1", "0"), value in ("true", "1")
     if name == "window_geometry":
         if isinstance(raw, QByteArray):
             return True, bytes(raw.data())

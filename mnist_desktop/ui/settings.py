@@ -41,6 +41,8 @@ class AppSettings:
         Folder of the last opened image, for the next File > Open.
     window_geometry
         ``QWidget.saveGeometry()`` bytes; empty for the default size.
+    number_mode
+        Read the canvas (and opened images) as a number of several digits.
     """
 
     device: str = "auto"
@@ -49,6 +51,7 @@ class AppSettings:
     theme: str = "system"
     last_dir: str = ""
     window_geometry: bytes = b""
+    number_mode: bool = False
 
 
 @dataclass
@@ -224,6 +227,12 @@ def _parse(name: str, raw, default):
         if isinstance(raw, (bytes, bytearray)):
             return True, bytes(raw)
         return raw == "", b""
+    if isinstance(default, bool):
+        # INI files store booleans as text ("true"/"false"); QSettings may hand back a bool
+        if isinstance(raw, bool):
+            return True, raw
+        text = str(raw).strip().lower()
+        return text in ("true", "false", "1", "0"), text in ("true", "1")
     if isinstance(raw, str):
         return True, raw
     return False, default

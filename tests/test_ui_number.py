@@ -47,7 +47,7 @@ def test_three_drawn_digits_read_as_a_number(make_window, shared_worker, qtbot, 
     view = w.live.number_view
     assert view is not None and view.reading.text == "170"
     assert w.display.label.text() == "170"
-    assert "all 3 digits" in w.display.confidence.text()
+    assert "sure of all 3" in w.display.confidence.text()
     # boxes over the canvas, left to right, one per digit, around its ink
     rects = w.canvas.segment_rects()
     assert len(rects) == 3 and [r.left() for r in rects] == sorted(r.left() for r in rects)

@@ -359,7 +359,10 @@ class DrawingCanvas(QWidget):
         if mapping is None:
             return []
         (o, s) = mapping
-        return [QRectF(o.x() + d.box.x0 * s, o.y() + d.box.y0 * s, d.box.width * s, d.box.height * s)
+        # A drawing's boxes hold the strokes' centre lines: grow them by half the pen.
+        pad = self._pen_width / 2 * s if self.state.image is None else 0.0
+        return [QRectF(o.x() + d.box.x0 * s - pad, o.y() + d.box.y0 * s - pad,
+                       d.box.width * s + 2 * pad, d.box.height * s + 2 * pad)
                 for d in self._number_view.reading.digits]
 
     def segment_at(self, pos: QPointF) -> int:

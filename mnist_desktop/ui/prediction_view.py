@@ -180,7 +180,8 @@ class PredictionDisplay(QWidget):
         self._prediction = view.prediction
         self.label.setText(reading.text)
         pct = format_percent(reading.confidence, True)
-        self.confidence.setText(f"{pct} that all {len(digits)} digits are right")
+        self.confidence.setText(f"{pct} sure of all {len(digits)}")
+        self.confidence.setToolTip(f"The probability that all {len(digits)} digits are right: {pct}")
         self.confidence.set_color(None)
         unsure = [i for i, d in enumerate(digits) if d.prediction.uncertain]
         if unsure:
@@ -193,8 +194,9 @@ class PredictionDisplay(QWidget):
             self.status.set_color(None, faint=True)
             self.label.set_color(None)
         sel = digits[view.selected].prediction
+        others = [f"{lab} {format_percent(p, True)}" for lab, p in sel.top_k(3)[1:] if p >= 0.01]
         self.alternatives.setText(f"Digit {view.selected + 1}: {sel.label} {format_percent(sel.confidence, True)}"
-                                  + "".join(f", or {lab} {format_percent(p, True)}" for lab, p in sel.top_k(3)[1:]))
+                                  + (f" (also {', '.join(others)})" if others else ""))
         self.alternatives.set_color(None, faint=True)
         self.setAccessibleDescription(
             f"Read the number {reading.text}, {pct} confident"

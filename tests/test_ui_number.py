@@ -112,3 +112,13 @@ def test_number_mode_off_reads_one_digit(make_window, shared_worker, qtbot):
     assert w.live.number_view is None and w.canvas.segment_rects() == []
     assert len(w.display.label.text()) == 1 and w.chart_caption.text() == "Probabilities"
     assert QPoint  # noqa
+
+
+def test_number_mode_is_restored_from_the_settings(make_window, shared_worker, settings_store):
+    from dataclasses import replace
+    settings_store.save(replace(settings_store.load().settings, number_mode=True))
+    w = make_window(worker=shared_worker)
+    assert w.act_number.isChecked() and w.live.number_mode and w.digits.isVisible()
+    assert w.display.confidence.text() == "Write a number"
+    w.act_number.trigger()
+    assert settings_store.load().settings.number_mode is False

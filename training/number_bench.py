@@ -1,7 +1,8 @@
 """Exact-number accuracy of :func:`mnist_desktop.core.numbers.read_number`.
 
     python -m training.number_bench                     # develop: bundled training subset + drawings
-    python -m training.number_bench --measure-test      # once: numbers made from MNIST test digits
+    python -m training.number_bench --measure-test --output docs/results/numbers.md
+                                                        # and once: numbers made from MNIST test digits
 
 Numbers of 2-6 digits are composed by :mod:`training.number_synth` (separated and
 touching digits; scan-like polarity at random); a reading counts only when every digit is
@@ -71,6 +72,25 @@ def _print(title: str, table: dict) -> None:
         print(f"{kind:<10} {n:>6} {100 * exact:>7.1f}% {100 * found:>8.1f}% {1000 * sec:>10.1f}")
 
 
+def _markdown(title: str, table: dict) -> str:
+    rows = [f"### {title}", "", "| kind | digits | exact number | digit count right | ms per number |",
+            "|---|---:|---:|---:|---:|"]
+    for (kind, n), (exact, found, sec) in table.items():
+        rows.append(f"| {kind} | {n} | {100 * exact:.1f}% | {100 * found:.1f}% | {1000 * sec:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="model file (default: the bundled model)")
@@ -81,22 +101,40 @@ def main(argv=None) -> int:
                    help="numbers made from MNIST test digits (measuring only; run once)")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist"),
                    help="MNIST IDX folder for --measure-test")
+    p.add_argument("--output", help="also write the tables (and this command) to a Markdown file")
     args = p.parse_args(argv)
+    import sys
+
     from mnist_desktop.core.data import load_idx_folder
 
     lengths = [int(x) for x in args.lengths.split(",")]
     predictor = _predictor(args.model)
+    styles = ["separated", "touching"]
+    sections = []
+    split = load_idx_folder(REPO / "resources/data/mnist-5k", "train-5k")
+    table = measure_images(predictor, split.images, split.labels, lengths, styles, args.count, args.seed)
+    table.update(measure_drawings(predictor, lengths, args.count, args.seed))
+    title = f"Develop: bundled training subset and generated drawings ({args.count} numbers per row)"
+    _print(title, table)
+    sections.append(_markdown(title, table))
     if args.measure_test:
         split = load_idx_folder(Path(args.data), "test")
-        table = measure_images(predictor, split.images, split.labels, lengths, list(("separated", "touching")),
-                               args.count, args.seed)
-        _print(f"MNIST test digits ({args.count} numbers per row, seed {args.seed})", table)
-    else:
-        split = load_idx_folder(REPO / "resources/data/mnist-5k", "train-5k")
-        table = measure_images(predictor, split.images, split.labels, lengths, ["separated", "touching"],
-                               args.count, args.seed)
-        table.update(measure_drawings(predictor, lengths, args.count, args.seed))
-        _print(f"develop: bundled training subset + generated drawings ({args.count} per row)", table)
+        table = measure_images(predictor, split.images, split.labels, lengths, styles, args.count, args.seed)
+        title = f"Measured once: numbers made from MNIST test digits ({args.count} numbers per row)"
+        _print(title, table)
+        sections.append(_markdown(title, table))
+    if args.output:
+        command = "python -m training.number_bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        head = ("# Reading numbers: exact-number accuracy\n\n"
+                f"Written by `{command.strip()}` (model: {predictor.path.name}, ONNX Runtime, "
+                f"{_cpu()}).\n\n"
+                "A number counts as read only when every digit is right and none is missing or extra. "
+                "Images come from `training/number_synth.py`: digits 80-100% of the line height on a "
+                "drifting baseline, `separated` 2-9 px apart (28-px digits), `touching` moved together "
+                "until their ink touches and 0-2 px further; half dark on light. `drawn` numbers are "
+                "generated stroke digits (`training.synth`) written side by side on the canvas path.\n\n")
+        Path(args.output).write_text(head + "\n".join(sections), encoding="utf-8")
+        print(f"wrote {args.output}")
     return 0
 
 

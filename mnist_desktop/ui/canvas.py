@@ -241,6 +241,7 @@ class DrawingCanvas(QWidget):
         self._emit_timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._emit_timer.timeout.connect(self._emit_now)
         self._number_view = None   # number mode: the reading whose boxes are drawn
+        self._hint = "Draw a digit here\nor drop / paste an image"
 
     # ------------------------------------------------------------------ public API
     @property
@@ -727,8 +728,12 @@ class DrawingCanvas(QWidget):
         f = p.font()
         f.setPointSizeF(f.pointSizeF() * 1.25)
         p.setFont(f)
-        p.drawText(rect, Qt.AlignmentFlag.AlignCenter,
-                   "Draw a digit here\nor drop / paste an image")
+        p.drawText(rect, Qt.AlignmentFlag.AlignCenter, self._hint)
+
+    def set_hint(self, text: str) -> None:
+        """What the blank sheet invites the user to do."""
+        self._hint = text
+        self.update()
 
     def _paint_image(self, p: QPainter, rect: QRectF, source: ImageSource) -> None:
         img = source.display

@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
         self.act_number.blockSignals(True)
         self.act_number.setChecked(self.settings.number_mode)
         self.act_number.blockSignals(False)
-        self.digits.setVisible(self.settings.number_mode)
+        self._apply_number_mode(self.settings.number_mode)
         self.live.set_number_mode(self.settings.number_mode)
         if self.settings.window_geometry:
             self.restoreGeometry(QByteArray(self.settings.window_geometry))
@@ -679,10 +679,18 @@ class MainWindow(QMainWindow):
             return
         self.settings.number_mode = on
         self._save_settings()
+        self._apply_number_mode(on)
+        self.live.set_number_mode(on)
+
+    def _apply_number_mode(self, on: bool) -> None:
         self.digits.setVisible(on)
+        self.display.number_mode = on
+        self.canvas.set_hint("Write a number here (digits side by side)\nor drop / paste an image" if on
+                             else "Draw a digit here\nor drop / paste an image")
         if not on:
             self.chart_caption.setText("Probabilities")
-        self.live.set_number_mode(on)
+        if self.live.state == "blank":
+            self.display.set_state("blank")
 
     def _show_reading(self, view) -> None:
         """A number reading (a NumberView) or None: boxes on the canvas, the digit strip,

@@ -134,6 +134,7 @@ class PredictionDisplay(QWidget):
         for line in (self.label, self.confidence, self.status, self.alternatives):
             lay.addWidget(line)
         self._prediction = None
+        self.number_mode = False   # the blank state invites a number instead of a digit
         self.set_state("blank")
 
     @property
@@ -208,6 +209,8 @@ class PredictionDisplay(QWidget):
             return
         self._prediction = None
         headline, default_detail = STATE_TEXT.get(state, (state, ""))
+        if state == "blank" and self.number_mode:
+            headline = "Write a number"
         self.label.setText("")
         self.label.set_color(None)
         self.confidence.setText(headline)

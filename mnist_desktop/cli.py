@@ -25,8 +25,12 @@ exit status:
   3  the model could not be loaded
   130  interrupted (Ctrl-C); the results so far are still written
 
-CSV columns: path, prediction, confidence, uncertain, error, then one p_<label>
-probability column per class label of the model. Rows keep the input order (files
+CSV columns: path, prediction, confidence, uncertain, error, (with --number:
+number, number_confidence,) then one p_<label> probability column per class label of
+the model. --number reads each image as a number, digits left to right: number holds
+the digits (empty when nothing was read), number_confidence the probability that every
+digit is right; the JSON records get the same two fields. prediction still reads the
+whole image as one digit, and a single digit reads the same in number. Rows keep the input order (files
 sorted by name, folder by folder). Unreadable inputs (corrupt, truncated, empty, not an
 image, too large, symlink loops, permission denied) get an error row and are skipped.
 File names that are not valid UTF-8 are written with \\xNN escapes. A text cell
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU inference: fp32 (default, exact), int8 (quantized ONNX copy, faster; how "
                         "much depends on the CPU) or bf16 (torch, on CPUs with native bfloat16); "
                         "int8/bf16 change a few near-tie answers in 10,000")
+    c.add_argument("--number", action="store_true",
+                   help="also read each image as a number (digits side by side): adds number and "
+                        "number_confidence columns")
     c.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
 
     e = sub.add_parser("evaluate", help="measure a model on labelled data")
@@ -169,7 +176,8 @@ def cmd_classify(args) -> int:
         return EXIT_USAGE
     try:
         options = ClassifyOptions(model=args.model, device=args.device, precision=args.precision,
-                                  recursive=args.recursive, workers=args.workers, batch_size=args.batch_size)
+                                  recursive=args.recursive, workers=args.workers, batch_size=args.batch_size,
+                                  numbers=args.number)
     except ValueError as e:
         _err(f"{e}")
         return EXIT_USAGE
@@ -193,7 +201,7 @@ def cmd_classify(args) -> int:
             if r.error:
                 note(f"{display_path(r.path)}: {r.error}")
             if stream:
-                stream.writerow(csv_row(r))
+                stream.writerow(csv_row(r, numbers=args.number))
 
     job = classify_job(args.paths, options, status=_err)
     try:
@@ -211,7 +219,7 @@ def cmd_classify(args) -> int:
                     return EXIT_USAGE
                 if not args.output:
                     stream = csv.writer(sys.stdout)
-                    stream.writerow(csv_header(loaded.predictor.labels))
+                    stream.writerow(csv_header(loaded.predictor.labels, numbers=args.number))
                 take(event.errors)
             elif isinstance(event, Note):
                 note(event.text)
@@ -232,7 +240,7 @@ def cmd_classify(args) -> int:
     labels = loaded.predictor.labels
     if args.output:
         try:
-            write_results(args.output, store, labels, top_k=args.top_k)
+            write_results(args.output, store, labels, top_k=args.top_k, numbers=args.number)
         except OSError as e:
             _err(f"cannot write {args.output}: {e.strerror or e}")
             return EXIT_FILE_ERRORS

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnist-desktop",
                                 description="Recognize handwritten digits. Without a command, starts the app.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--self-test", action="store_true",
+                   help="check this installation: bundled model, sample images of every digit, one tiny "
+                        "training run (skipped in the lite build); exit 0 or name what failed")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     g = sub.add_parser("gui", help="start the desktop app (the default)")
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         from mnist_desktop import __version__
         print(__version__)
         return EXIT_OK
+    if args.self_test:
+        return cmd_self_test()
     command = args.command or "gui"
     if command == "gui":
         from mnist_desktop.ui.app import run_app
@@ -147,6 +152,18 @@ def _load_predictor(model: str | None, device: str = "auto"):
     for note in loaded.notes:
         _err(note)
     return loaded.predictor
+
+
+def cmd_self_test() -> int:
+    """``mnist-desktop --self-test``: one line per check; exit 1 naming what failed."""
+    from mnist_desktop.service.self_test import FAIL, run_self_test
+
+    failed = [c.name for c in run_self_test() if c.outcome == FAIL]
+    if failed:
+        _err(f"self-test FAILED: {', '.join(failed)}")
+        return EXIT_FILE_ERRORS
+    print("self-test passed")
+    return EXIT_OK
 
 
 def cmd_classify(args) -> int:

@@ -75,3 +75,23 @@ def test_self_test_names_a_wrong_answer(tmp_path):
     assert out.returncode == 1
     assert "[FAILED] sample images: 1 of 21 wrong: 8-mislabelled.png -> 3" in out.stdout
     assert "self-test FAILED: sample images" in out.stderr
+
+
+def test_no_code_path_runs_the_interpreter_with_dash_m():
+    """A frozen program has no ``python -m``: children start through app_command."""
+    offenders = []
+    for folder in ("mnist_desktop", "training"):
+        for f in (REPO / folder).rglob("*.py"):
+            if f.name == "app_command.py":
+                continue
+            text = f.read_text()
+            if "sys.executable" in text and '"-m"' in text:
+                offenders.append(str(f.relative_to(REPO)))
+    assert offenders == []
+
+
+def test_bench_tools_are_app_subcommands(tmp_path):
+    for tool in ("ui-bench", "batch-bench", "serve-bench"):
+        out = _run(tmp_path, tool, "--help", timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "usage" in out.stdout

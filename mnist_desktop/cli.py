@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         # The training CLI takes its own flags; the app is its launcher so that the frozen
         # program (no system Python) trains by running itself: ``mnist-desktop train ...``.
+        from mnist_desktop.core.flavour import training_unavailable_reason
+        reason = training_unavailable_reason()
+        if reason:
+            _err(reason)
+            return EXIT_USAGE
         from training.cli import main as train_main
         return train_main(argv[1:], prog="mnist-desktop train")
     if argv and argv[0] in _BENCH_TOOLS:

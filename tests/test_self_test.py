@@ -58,6 +58,7 @@ def test_lite_model_without_onnx_copy_gets_one_line_and_exit_3(tmp_path):
         assert out.returncode == 3, out.stderr
         assert "Traceback" not in out.stderr
         assert "mine.safetensors has no ONNX copy" in out.stderr
+        assert "exporting" not in out.stderr   # no promise of an export that cannot happen
         assert "full mnist-desktop program" in out.stderr
 
 
@@ -95,3 +96,10 @@ def test_bench_tools_are_app_subcommands(tmp_path):
         out = _run(tmp_path, tool, "--help", timeout=60)
         assert out.returncode == 0, out.stderr
         assert "usage" in out.stdout
+
+
+def test_lite_train_subcommand_explains_in_one_line(tmp_path):
+    out = _run(tmp_path, "train", "--recipe", "mlp", lite=True, timeout=60)
+    assert out.returncode == 2
+    assert "Training needs the full mnist-desktop program" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -7,6 +7,8 @@ and the panel module is imported the first time the user opens it. In the lite f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMessageBox
@@ -40,6 +42,15 @@ class TrainingEntry(QObject):
         window.addAction(a)   # the shortcut works while the menu bar is hidden
         window.train_menu().addAction(a)
         self.action = a
+        e = QAction("&Evaluate Model…", window)
+        e.setObjectName("action_evaluate_model")
+        tip = "Accuracy, per-class metrics, confusion matrix and mistakes of a model on labelled data"
+        e.setToolTip(tip)
+        e.setStatusTip(tip)
+        e.triggered.connect(lambda: self.open_evaluation())
+        window.train_menu().addAction(e)
+        self.evaluate_action = e
+        self.evaluation = None
 
     def open_panel(self):
         """Show the training panel (created on first use); None in the lite flavour."""
@@ -52,6 +63,7 @@ class TrainingEntry(QObject):
 
             self.panel = TrainingPanel(RunHistory())
             self.panel.use_model.connect(self.window.select_model)
+            self.panel.evaluate_run.connect(lambda run: self.open_evaluation(str(Path(run) / "best.safetensors"), run))
             self.dock = self.window.add_panel(self.panel, "Training", Qt.DockWidgetArea.RightDockWidgetArea)
             self.dock.setAccessibleName("Training panel dock")
             # Curves need room: the panel opens as its own window and docks back on demand.
@@ -66,6 +78,24 @@ class TrainingEntry(QObject):
         return self.panel
 
 
+    def open_evaluation(self, model: str | None = None, run_dir: str | None = None):
+        """Show the Evaluation window for ``model`` (default: the window's current model),
+        on ``run_dir``'s validation split when given."""
+        from mnist_desktop.ui.training.evaluation import EvaluationWindow
+
+        if self.evaluation is not None and self.evaluation.worker is not None and self.evaluation.worker.is_running():
+            self.evaluation.show()
+            self.evaluation.raise_()
+            return self.evaluation
+        if self.evaluation is not None:
+            self.evaluation.close()
+        self.evaluation = EvaluationWindow(model or self.window.model_path(), run_dir,
+                                           device=getattr(self.window.settings, "device", "auto"))
+        self.evaluation.show()
+        self.evaluation.raise_()
+        return self.evaluation
+
+
 def add_training_entries(window) -> TrainingEntry:
-    """Add Train > New Run to ``window``'s Train menu."""
+    """Add Train > New Run and Train > Evaluate Model… to ``window``'s Train menu."""
     return TrainingEntry(window)

@@ -45,6 +45,8 @@ class TrainingPanel(QWidget):
     -------
     use_model(str)
         The user chose a run's best checkpoint for the live predictor.
+    evaluate_run(str)
+        The user asked to evaluate a run (its folder) on its validation split.
     run_event(dict)
         Every event of the run being followed.
     run_ended(str)
@@ -54,6 +56,7 @@ class TrainingPanel(QWidget):
     """
 
     use_model = Signal(str)
+    evaluate_run = Signal(str)
     run_event = Signal(object)
     run_ended = Signal(str)
     message = Signal(str)
@@ -93,6 +96,9 @@ class TrainingPanel(QWidget):
         self.use_button = QPushButton("Use this model")
         self.use_button.setAccessibleName("Use this model")
         self.use_button.setToolTip("Predict on the canvas with the selected run's best checkpoint")
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setAccessibleName("Evaluate run")
+        self.evaluate_button.setToolTip("Evaluate the selected run's best checkpoint on its validation split")
         self.delete_button = QPushButton("Delete…")
         self.delete_button.setAccessibleName("Delete runs")
         self.png_button = QPushButton("Export PNG…")
@@ -124,6 +130,7 @@ class TrainingPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel_run)
         self.resume_button.clicked.connect(self.resume_selected)
         self.use_button.clicked.connect(self.use_selected)
+        self.evaluate_button.clicked.connect(self.evaluate_selected)
         self.delete_button.clicked.connect(self.delete_selected)
         self.png_button.clicked.connect(self._export_png)
         self.csv_button.clicked.connect(self._export_csv)
@@ -179,7 +186,7 @@ class TrainingPanel(QWidget):
         hl.addWidget(self.history_list, 1)
         hl.addWidget(self.run_info)
         hb = QHBoxLayout()
-        for b in (self.resume_button, self.use_button, self.delete_button):
+        for b in (self.resume_button, self.use_button, self.evaluate_button, self.delete_button):
             hb.addWidget(b)
         hl.addLayout(hb)
 
@@ -234,6 +241,7 @@ class TrainingPanel(QWidget):
         one = sel[0] if len(sel) == 1 else None
         self.resume_button.setEnabled(can_train and not running and one is not None and one.resumable)
         self.use_button.setEnabled(bool(sel) and sel[0].has_best_model)
+        self.evaluate_button.setEnabled(bool(sel) and sel[0].has_best_model)
         self.delete_button.setEnabled(bool(sel) and not any(
             r.state in (tr.RUNNING, tr.STARTING) for r in sel))
         self.form.setEnabled(not running)
@@ -410,6 +418,7 @@ class TrainingPanel(QWidget):
                 item.setText(rec.summary())
                 if item.isSelected() and len(self.history_list.selectedItems()) == 1:
                     self.use_button.setEnabled(rec.has_best_model)
+                    self.evaluate_button.setEnabled(rec.has_best_model)
                 return
 
     def selected_runs(self) -> list[tr.RunRecord]:
@@ -460,6 +469,15 @@ class TrainingPanel(QWidget):
             return
         self._say(f"Using {rec.name} on the canvas.")
         self.use_model.emit(str(rec.best_model))
+
+    def evaluate_selected(self) -> None:
+        """Ask for the Evaluation window on the selected (or just finished) run."""
+        sel = self.selected_runs()
+        rec = sel[0] if sel else (tr.read_run(self._run_dir) if self._run_dir else None)
+        if rec is None or not rec.has_best_model:
+            self._say("This run has no best checkpoint to evaluate yet.")
+            return
+        self.evaluate_run.emit(str(rec.path))
 
     def confirm_delete(self, runs: list[tr.RunRecord]) -> bool:
         names = "\n".join(r.name for r in runs[:10]) + ("\n…" if len(runs) > 10 else "")

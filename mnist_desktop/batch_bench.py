@@ -301,7 +301,9 @@ def _bench_child(args: list[str]) -> dict:
     import json
     import subprocess
 
-    cmd = [sys.executable, "-m", "mnist_desktop.batch_bench", *args]
+    from mnist_desktop.core.app_command import app_command
+
+    cmd = app_command("batch-bench", *args)
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{args[0]} failed: {out.stderr.strip()[-500:]}")

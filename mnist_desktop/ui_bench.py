@@ -1,6 +1,6 @@
 """GUI benchmarks: startup time and responsiveness during a scripted scribble.
 
-Run ``python -m mnist_desktop.ui_bench`` (add ``--runs N``, ``--seconds S``, or
+Run ``mnist-desktop ui-bench`` (or ``python -m mnist_desktop.ui_bench``) (add ``--runs N``, ``--seconds S``, or
 ``--only startup|scribble``). It prints:
 
 * **time to window**: from process start (measured by the parent around a fresh
@@ -48,6 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from mnist_desktop.core.app_command import app_command
 
 
 # --------------------------------------------------------------------------- startup
@@ -134,8 +136,7 @@ def bench_startup(runs: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ, MNIST_DESKTOP_DATA=os.path.join(tmp, "data"))
             t0 = time.time()
-            out = subprocess.run([sys.executable, "-m", "mnist_desktop.ui_bench", "--startup-child",
-                                  os.path.join(tmp, "settings.ini")],
+            out = subprocess.run(app_command("ui-bench", "--startup-child", os.path.join(tmp, "settings.ini")),
                                  env=env, capture_output=True, text=True, timeout=180)
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith("{")), None)
             if line is None:
@@ -572,8 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "scribble"):
         if args.with_training:
             print("--- without a training run (separate process) ---", flush=True)
-            subprocess.run([sys.executable, "-m", "mnist_desktop.ui_bench", "--only", "scribble",
-                            "--seconds", str(args.seconds)], check=False)
+            subprocess.run(app_command("ui-bench", "--only", "scribble", "--seconds", str(args.seconds)), check=False)
             print(f"--- with a {args.with_training} training run in progress ---", flush=True)
         r = bench_scribble(args.seconds, with_batch=args.with_batch, real_input=args.real_input,
                            with_training=args.with_training or "")

@@ -326,3 +326,50 @@ def test_a_new_thumbnail_repaints_only_its_grid_cell(qtbot, make_window, tmp_pat
     qtbot.waitUntil(lambda: len(changed) == 6, timeout=10_000)
     assert sorted(changed) == [(r, 0, r, 0) for r in range(6)]   # one cell each, not whole rows
     assert not w.grid.viewport().grab().toImage().isNull()
+
+
+@pytest.mark.slow
+def test_read_numbers_shows_and_exports_number_columns(qtbot, make_window, tmp_path):
+    """The "Read numbers" option: Number columns in the table, the reading in the grid
+    caption and the detail panel, and number/number_confidence in the export."""
+    from mnist_desktop.core.data import load_idx_folder
+    from mnist_desktop.ui.batch.models import Column
+    from training.number_synth import number_image
+
+    repo = Path(__file__).resolve().parents[1]
+    digits = load_idx_folder(repo / "resources" / "data" / "mnist-5k", "train-5k")
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "numbers"
+    folder.mkdir()
+    truth = {}
+    for k in range(4):
+        img, text = number_image(digits.images, digits.labels, rng, 2 + k, "separated")
+        Image.fromarray(img).save(folder / f"n{k}.png")
+        truth[f"n{k}.png"] = text
+    w = make_window(workers=2)
+    assert w.table.isColumnHidden(Column.NUMBER)
+    w.read_numbers.setChecked(True)
+    assert run(qtbot, w, [folder]) is False
+    assert not w.table.isColumnHidden(Column.NUMBER) and not w.table.isColumnHidden(Column.NUMBER_CONFIDENCE)
+    shown = {}
+    for r in range(w.proxy.rowCount()):
+        name = Path(w.proxy.index(r, Column.FILE).data()).name
+        shown[name] = (w.proxy.index(r, Column.NUMBER).data(), w.proxy.index(r, Column.NUMBER_CONFIDENCE).data())
+    assert sum(shown[n][0] == t for n, t in truth.items()) >= 3
+    assert all(conf.endswith("%") for _, conf in shown.values())
+    w.select_store_row(0)
+    assert "read as the number" in w.detail.summary.text()
+    assert w.model.grid_text(0).startswith(w.store.number(0) or "(none)")
+    out = tmp_path / "out.csv"
+    with qtbot.waitSignal(w.exportFinished, timeout=RUN_TIMEOUT):
+        assert w.export_results(out)
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(out))}
+    assert {n: r["number"] for n, r in rows.items()} == {n: v[0] for n, v in shown.items()}
+    assert all(0 <= float(r["number_confidence"]) <= 1 for r in rows.values())
+    # a run without the option has no number columns
+    w.read_numbers.setChecked(False)
+    assert run(qtbot, w, [folder]) is False
+    assert w.table.isColumnHidden(Column.NUMBER)
+    with qtbot.waitSignal(w.exportFinished, timeout=RUN_TIMEOUT):
+        assert w.export_results(out)
+    assert "number" not in next(csv.DictReader(open(out)))

@@ -142,6 +142,10 @@ def onnx_for(model_path: str | os.PathLike, cache: Path | None = None, timeout: 
         return target
     if not make:
         raise OnnxUnavailable(f"no ONNX copy of {model_path.name} yet")
+    from mnist_desktop.core.flavour import has_torch
+
+    if not has_torch():   # the lite program: exporting needs torch
+        raise OnnxUnavailable(f"{model_path.name} has no ONNX copy and this program has no torch to make one")
     # The fp32 copy an int8 copy is made from, handed to the child so it is not exported twice.
     fp32 = onnx_for(model_path, cache, timeout, status=status) if precision == "int8" else None
     try:

@@ -36,7 +36,8 @@ class ClassifyOptions:
     ``workers``: decoding processes (None: one per core; 0: in this process).
     ``batch_size``: files per chunk and inference batch, at most. ``coalesce``: results
     are delivered at most once per this many seconds (0: every chunk), so 200,000 files
-    make a few hundred events for a GUI, not thousands.
+    make a few hundred events for a GUI, not thousands. ``numbers``: also read every
+    image as a number (results get ``number`` and ``number_confidence``).
     """
 
     model: str | os.PathLike | None = None
@@ -46,6 +47,7 @@ class ClassifyOptions:
     workers: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     coalesce: float = 0.0
+    numbers: bool = False          # also read each image as a number (``--number``)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -134,7 +136,7 @@ def classify_job(paths: Iterable[str | bytes | os.PathLike], options: ClassifyOp
     for prog in classify_with_progress(files, predictor, workers=options.workers,
                                        batch_size=options.batch_size, folder_labels=labels,
                                        precision=engine_precision, should_cancel=cancelled,
-                                       on_note=notes.append):
+                                       on_note=notes.append, numbers=options.numbers):
         while notes:
             summary.notes.append(notes[0])
             yield Note(notes.pop(0))

@@ -129,7 +129,15 @@ def onnx_wanted(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not _cuda_present())
 
 
+LITE_MODEL_MESSAGE = ("{name} has no ONNX copy, and this lite build (ONNX Runtime only) cannot run it "
+                      "without one; use the full mnist-desktop program, or a model with its .onnx copy beside it")
+
+
 def _torch(path: Path, device: str) -> Predictor:
+    from mnist_desktop.core.flavour import has_torch
+
+    if not has_torch():   # the lite flavour: one clear line (exit 3), not a traceback
+        raise CheckpointError(LITE_MODEL_MESSAGE.format(name=path.name))
     from mnist_desktop.core.torch_predictor import TorchPredictor
 
     return TorchPredictor.from_file(path, device)
@@ -173,11 +181,11 @@ def _live(path: Path, meta: ModelMeta, device: str) -> LoadedPredictor:
             pass
         except Exception as e:  # a copy this ONNX Runtime cannot run: torch, and say so
             notes.append(f"ONNX Runtime could not run the model's ONNX copy ({type(e).__name__}); using torch")
+    predictor = _torch(path, device)   # raises the lite build's line without torch
     import torch
 
     # One thread: on a busy 2-core machine, 2-thread inference stalls under contention.
     torch.set_num_threads(1)
-    predictor = _torch(path, device)
     if notes and not predictor.device_message:
         predictor.device_message = notes[0]   # shown by the window like a device fallback
     return LoadedPredictor(predictor, "fp32", notes)

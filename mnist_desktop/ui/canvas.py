@@ -199,11 +199,18 @@ class DrawingCanvas(QWidget):
     toolChanged(str)
         ``"pen"`` or ``"eraser"``.
     penWidthChanged(float)
+    segmentSelected(int)
+        Number mode: the user asked to see digit ``i`` (context menu on its box).
+    segmentEditRequested(object)
+        Number mode: a hand correction of the segmentation, ``("merge", i)``,
+        ``("split", i, x)`` (x in input coordinates) or ``("reset",)``.
     """
 
     inputChanged = Signal(object, float)
     toolChanged = Signal(str)
     penWidthChanged = Signal(float)
+    segmentSelected = Signal(int)
+    segmentEditRequested = Signal(object)
 
     def __init__(self, pen_width: float = 14.0, parent: QWidget | None = None):
         super().__init__(parent)
@@ -234,6 +241,8 @@ class DrawingCanvas(QWidget):
         self._emit_timer.setSingleShot(True)
         self._emit_timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._emit_timer.timeout.connect(self._emit_now)
+        self._number_view = None   # number mode: the reading whose boxes are drawn
+        self._hint = "Draw a digit here\nor drop / paste an image"
 
     # ------------------------------------------------------------------ public API
     @property
@@ -329,6 +338,118 @@ class DrawingCanvas(QWidget):
     def redo(self) -> None:
         self._finish_gesture()
         self._undo.redo()
+
+    # ------------------------------------------------------------------ number mode
+    def set_number_view(self, view) -> None:
+        """Draw the segmentation of a number reading over the input (a
+        :class:`~mnist_desktop.ui.live.NumberView`), or nothing (None)."""
+        self._number_view = view
+        self.update()
+
+    @property
+    def number_view(self):
+        return self._number_view
+
+    def _input_mapping(self) -> tuple[QPointF, float] | None:
+        """``(origin, scale)`` with widget = origin + input * scale for the coordinates
+        of the reading's boxes, or None when they cannot be placed."""
+        view = self._number_view
+        if view is None:
+            return None
+        state = self.state
+        rect = self.sheet_rect()
+        if state.image is None:
+            return rect.topLeft(), rect.width() / DOC_SIZE
+        img = state.image.display
+        if img is None or img.isNull() or not view.input_size:
+            return None
+        target = self._image_target(rect, img)
+        return target.topLeft(), target.width() / max(1.0, float(view.input_size[0]))
+
+    def segment_rects(self) -> list[QRectF]:
+        """The boxes of the digits read, in widget coordinates (empty outside number mode)."""
+        mapping = self._input_mapping()
+        if mapping is None:
+            return []
+        (o, s) = mapping
+        # A drawing's boxes hold the strokes' centre lines: grow them by half the pen.
+        pad = self._pen_width / 2 * s if self.state.image is None else 0.0
+        return [QRectF(o.x() + d.box.x0 * s - pad, o.y() + d.box.y0 * s - pad,
+                       d.box.width * s + 2 * pad, d.box.height * s + 2 * pad)
+                for d in self._number_view.reading.digits]
+
+    def segment_at(self, pos: QPointF) -> int:
+        """The digit whose box holds ``pos`` (widget coordinates, a few pixels of slack);
+        -1 when none."""
+        rects = self.segment_rects()
+        for i, r in enumerate(rects):
+            if r.adjusted(-4, -4, 4, 4).contains(pos):
+                return i
+        return -1
+
+    def _to_input_x(self, x: float) -> float:
+        o, s = self._input_mapping()
+        return (x - o.x()) / s
+
+    def contextMenuEvent(self, ev) -> None:
+        view = self._number_view
+        i = self.segment_at(QPointF(ev.pos())) if view is not None else -1
+        if i < 0:
+            ev.ignore()
+            return
+        from PySide6.QtWidgets import QMenu
+
+        n = len(view.reading.digits)
+        menu = QMenu(self)
+        menu.setObjectName("segmentMenu")
+        label = view.reading.digits[i].prediction.label
+        menu.addAction(f"Show the probabilities of digit {i + 1} ({label})",
+                       lambda: self.segmentSelected.emit(i))
+        menu.addSeparator()
+        x = self._to_input_x(ev.pos().x())
+        menu.addAction("Split this digit here", lambda: self.segmentEditRequested.emit(("split", i, x)))
+        merge_next = menu.addAction("Merge with the next digit", lambda: self.segmentEditRequested.emit(("merge", i)))
+        merge_next.setEnabled(i < n - 1)
+        merge_prev = menu.addAction("Merge with the previous digit",
+                                    lambda: self.segmentEditRequested.emit(("merge", i - 1)))
+        merge_prev.setEnabled(i > 0)
+        if view.edited:
+            menu.addAction("Undo the corrections", lambda: self.segmentEditRequested.emit(("reset",)))
+        menu.exec(ev.globalPos())
+        ev.accept()
+
+    def _paint_segments(self, p: QPainter) -> None:
+        view = self._number_view
+        rects = self.segment_rects()
+        if not rects or self._gesture is not None:
+            return
+        pal = self.palette()
+        accent = pal.color(QPalette.ColorRole.Highlight)
+        f = p.font()
+        f.setPointSizeF(max(7.5, f.pointSizeF() * 0.9))
+        f.setBold(True)
+        p.setFont(f)
+        fm = p.fontMetrics()
+        for i, (r, d) in enumerate(zip(rects, view.reading.digits)):
+            selected = i == view.selected
+            color = QColor("#d08000") if d.prediction.uncertain else QColor(accent)
+            box = r.adjusted(-3, -3, 3, 3)
+            fill = QColor(color)
+            fill.setAlpha(40 if selected else 0)
+            p.setBrush(fill)
+            p.setPen(QPen(color, 2.2 if selected else 1.2,
+                          Qt.PenStyle.SolidLine if selected else Qt.PenStyle.DashLine))
+            p.drawRoundedRect(box, 3, 3)
+            tag = f"{d.prediction.label} {100 * d.prediction.confidence:.0f}%"
+            tw, th = fm.horizontalAdvance(tag) + 8, fm.height() + 2
+            tr = QRectF(box.left(), box.top() - th - 1, tw, th)
+            if tr.top() < self.sheet_rect().top():
+                tr.moveTop(box.bottom() + 1)
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(color)
+            p.drawRoundedRect(tr, 3, 3)
+            p.setPen(QColor("white"))
+            p.drawText(tr, Qt.AlignmentFlag.AlignCenter, tag)
 
     # ------------------------------------------------------------------ state
     def _push(self, after: CanvasState, text: str, already_applied: bool = False,
@@ -610,6 +731,7 @@ class DrawingCanvas(QWidget):
                 p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
                 p.drawImage(QRectF(self.to_widget(doc.x(), doc.y()), doc.size() * s), img)
                 p.restore()
+        self._paint_segments(p)
         border = pal.color(QPalette.ColorRole.Highlight) if self.hasFocus() else pal.color(QPalette.ColorRole.Mid)
         p.setPen(QPen(border, 1.2 if self.hasFocus() else 1.0))
         p.setBrush(Qt.BrushStyle.NoBrush)
@@ -626,8 +748,12 @@ class DrawingCanvas(QWidget):
         f = p.font()
         f.setPointSizeF(f.pointSizeF() * 1.25)
         p.setFont(f)
-        p.drawText(rect, Qt.AlignmentFlag.AlignCenter,
-                   "Draw a digit here\nor drop / paste an image")
+        p.drawText(rect, Qt.AlignmentFlag.AlignCenter, self._hint)
+
+    def set_hint(self, text: str) -> None:
+        """What the blank sheet invites the user to do."""
+        self._hint = text
+        self.update()
 
     def _paint_image(self, p: QPainter, rect: QRectF, source: ImageSource) -> None:
         img = source.display
@@ -636,13 +762,19 @@ class DrawingCanvas(QWidget):
             text = f"Cannot show {source.name}\n{source.error}" if source.error else f"Loading {source.name}…"
             p.drawText(rect.adjusted(16, 16, -16, -16), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, text)
             return
+        target = self._image_target(rect, img)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, target.width() / img.width() < 4)
+        p.drawImage(target, img)
+
+    @staticmethod
+    def _image_target(rect: QRectF, img: QImage) -> QRectF:
+        """Where an image is shown on the sheet ``rect`` (fitted, centred)."""
         inner = rect.adjusted(8, 8, -8, -8)
         iw, ih = img.width(), img.height()
         s = min(inner.width() / iw, inner.height() / ih)
         target = QRectF(0, 0, iw * s, ih * s)
         target.moveCenter(inner.center())
-        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, s < 4)
-        p.drawImage(target, img)
+        return target
 
     def _update_hover(self, pos: QPointF | None) -> None:
         if self._tool != "eraser" and self._hover is None:

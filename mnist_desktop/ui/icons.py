@@ -182,8 +182,23 @@ def _app(p: QPainter, c: QColor) -> None:
     p.drawPath(path)
 
 
+def _number(p: QPainter, c: QColor) -> None:
+    """Number mode: a "1" and a "2", each in its own (segmentation) box."""
+    p.drawLine(QPointF(6.5, 8), QPointF(6.5, 17))
+    p.drawLine(QPointF(4.8, 9.6), QPointF(6.5, 8))
+    path = QPainterPath(QPointF(14.3, 9.6))
+    path.cubicTo(QPointF(15.5, 7.2), QPointF(20.5, 7.6), QPointF(19.2, 11))
+    path.lineTo(14.3, 17)
+    path.lineTo(19.7, 17)
+    p.drawPath(path)
+    p.setPen(QPen(c, 1.0, Qt.PenStyle.DotLine))
+    p.drawRoundedRect(QRectF(2.5, 5, 8, 14.5), 1.5, 1.5)
+    p.drawRoundedRect(QRectF(12.5, 5, 9, 14.5), 1.5, 1.5)
+
+
 _DRAW = {
     "app": _app,
+    "number": _number,
     "close": _close,
     "pen": _pen,
     "eraser": _eraser,

@@ -55,6 +55,8 @@ class InferenceResult:
     message: str = ""
     thumbnail: QImage | None = None
     timings: dict = field(default_factory=dict)
+    reading: Any = None                 # number mode: a core Recognition
+    input_size: tuple | None = None     # number mode: what the reading's boxes refer to
 
 
 @dataclass
@@ -254,7 +256,7 @@ class InferenceWorker(QObject):
         if self._process is not None:
             self._send(self._wanted)
 
-    def submit(self, kind: InputKind, payload: Any) -> int:
+    def submit(self, kind: InputKind, payload: Any, number: bool = False, edits: tuple = ()) -> int:
         """Queue a prediction; returns its request id.
 
         Parameters
@@ -264,11 +266,14 @@ class InferenceWorker(QObject):
             (an RGBA uint8 array).
         payload
             The input itself.
+        number, edits
+            Read the input as a number, with hand corrections of its segmentation
+            (:class:`~mnist_desktop.ui.inference_messages.Predict`).
         """
         request_id = next(self._ids)
         if self._pending is not None:
             self.requestDropped.emit(self._pending.request_id)
-        self._pending = Predict(request_id, kind, payload)
+        self._pending = Predict(request_id, kind, payload, number, tuple(edits))
         self._pump()
         return request_id
 
@@ -345,7 +350,8 @@ class InferenceWorker(QObject):
                 self._on_load_failed(msg)
             case PredictionReady():
                 self._on_answer(msg.request_id, InferenceResult(
-                    msg.request_id, "ok", msg.prediction, thumbnail=msg.thumbnail, timings=msg.timings))
+                    msg.request_id, "ok", msg.prediction, thumbnail=msg.thumbnail, timings=msg.timings,
+                    reading=msg.reading, input_size=msg.input_size))
             case NothingToPredict():
                 self._on_answer(msg.request_id, InferenceResult(
                     msg.request_id, "empty", message=msg.message, thumbnail=msg.thumbnail))

@@ -53,11 +53,19 @@ class LoadModel:
 
 @dataclass(frozen=True)
 class Predict:
-    """Classify one input with the loaded model."""
+    """Classify one input with the loaded model.
+
+    ``number``: read the input as a number (segmented into digits, see
+    :mod:`mnist_desktop.core.numbers`); ``edits`` are hand corrections of the segmentation
+    applied in order: ``("merge", i)`` joins segments ``i`` and ``i + 1``, ``("split", i,
+    x)`` cuts segment ``i`` at input x-coordinate ``x``.
+    """
 
     request_id: int
     kind: InputKind
     payload: Any
+    number: bool = False
+    edits: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,8 @@ class PredictionReady:
     prediction: Any                  # mnist_desktop.core.predictor.Prediction
     thumbnail: Any = None
     timings: dict = field(default_factory=dict)
+    reading: Any = None              # number mode: a core Recognition (digits with boxes)
+    input_size: tuple | None = None  # number mode: (width, height) the boxes refer to
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ class _Server:
             case LoadModel(token=token, path=path, device=device):
                 return self.load(token, path, device)
             case Predict(request_id=request_id, kind=kind, payload=payload):
-                return self.predict(request_id, kind, payload)
+                return self.predict(request_id, kind, payload, msg.number, msg.edits)
             case Explain():
                 return self.explain(msg)
         return None  # not a request this version knows: ignored
@@ -116,7 +116,7 @@ class _Server:
         )
         return Loaded(token, info)
 
-    def predict(self, request_id: int, kind: str, payload) -> Reply:
+    def predict(self, request_id: int, kind: str, payload, number: bool = False, edits: tuple = ()) -> Reply:
         from mnist_desktop.core.preprocess import EmptyInputError, ImageReadError, load_image
 
         t0 = time.perf_counter()
@@ -135,7 +135,13 @@ class _Server:
             else:
                 return PredictFailed(request_id, f"unknown request kind {kind!r}")
             t1 = time.perf_counter()
-            prediction = self.predictor.predict(source)
+            reading = size = None
+            if number:
+                reading = read_number_with_edits(self.predictor, source, edits)
+                prediction = reading.single
+                size = _input_size(source)
+            else:
+                prediction = self.predictor.predict(source)
         except ImageReadError as e:
             return PredictFailed(request_id, str(e))
         except EmptyInputError as e:
@@ -144,7 +150,7 @@ class _Server:
             return PredictFailed(request_id, "not enough memory for this image")
         t2 = time.perf_counter()
         timings = {"decode_ms": (t1 - t0) * 1e3, "predict_ms": (t2 - t1) * 1e3}
-        return PredictionReady(request_id, prediction, thumbnail, timings)
+        return PredictionReady(request_id, prediction, thumbnail, timings, reading, size)
 
 
     def explain(self, msg: Explain) -> ExplanationReady | ExplainFailed:
@@ -164,6 +170,34 @@ class _Server:
         except (ValueError, DataError) as e:   # a class the model lacks, a missing subset
             return ExplainFailed(msg.request_id, _one_line(e))
         return ExplanationReady(msg.request_id, explanation, time.perf_counter() - t0)
+
+
+def read_number_with_edits(predictor, source, edits: tuple = ()):
+    """:func:`~mnist_desktop.core.numbers.read_number` of ``source``, with the hand
+    corrections ``edits`` (see :class:`~mnist_desktop.ui.inference_messages.Predict`)
+    applied to its segmentation; an edit that no longer fits (the drawing changed) is
+    skipped."""
+    from mnist_desktop.core.numbers import merge_segments, read_segments, segment, split_segment
+
+    seg = segment(source, predictor.options, predictor)
+    for edit in edits:
+        try:
+            if edit[0] == "merge":
+                seg = merge_segments(seg, int(edit[1]))
+            elif edit[0] == "split" and 0 <= int(edit[1]) < len(seg.segments):
+                seg = split_segment(seg, int(edit[1]), float(edit[2]))
+        except (IndexError, ValueError, TypeError):
+            continue
+    return read_segments(predictor, seg)
+
+
+def _input_size(source) -> tuple[int, int]:
+    """The (width, height) of the coordinates a reading's boxes are in."""
+    if hasattr(source, "canvas_size"):
+        return tuple(source.canvas_size)
+    if hasattr(source, "width"):
+        return (source.width, source.height)
+    return (source.shape[1], source.shape[0])
 
 
 def _thumbnail(img):

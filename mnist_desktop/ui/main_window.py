@@ -28,6 +28,7 @@ from mnist_desktop.ui.icons import make_icon
 from mnist_desktop.ui.images import IMAGE_FILE_FILTER, ImageSource, inputs_from_mime
 from mnist_desktop.ui.inference import InferenceWorker, ModelInfo
 from mnist_desktop.ui.live import LivePrediction
+from mnist_desktop.ui.number_view import DigitStrip
 from mnist_desktop.ui.prediction_view import PredictionDisplay
 from mnist_desktop.ui.preview import ModelInputPreview
 from mnist_desktop.ui.settings import PEN_WIDTH_RANGE, AppSettings, SettingsStore
@@ -113,6 +114,11 @@ class MainWindow(QMainWindow):
         self._refresh_icons()
         self._refresh_model_combo()
         self._sync_controls()
+        self.act_number.blockSignals(True)
+        self.act_number.setChecked(self.settings.number_mode)
+        self.act_number.blockSignals(False)
+        self._apply_number_mode(self.settings.number_mode)
+        self.live.set_number_mode(self.settings.number_mode)
         if self.settings.window_geometry:
             self.restoreGeometry(QByteArray(self.settings.window_geometry))
         else:
@@ -127,6 +133,8 @@ class MainWindow(QMainWindow):
         self.chart = ProbabilityChart([str(i) for i in range(10)])
         self.preview = ModelInputPreview()
         self.display = PredictionDisplay()
+        self.digits = DigitStrip()
+        self._number_view = None
         self.banner = MessageBanner()
         self.live = LivePrediction(self.worker, self)
         self.explainer = Explainer(self.worker, self)
@@ -257,6 +265,10 @@ class MainWindow(QMainWindow):
                                          "against it (blue), and the closest training examples",
                                          ["Ctrl+Shift+W"], checkable=True)
         self.act_show_why.toggled.connect(self.set_show_why)
+        self.act_number = self._action("number_mode", "&Number Mode",
+                                       "Read several digits written side by side as a number", ["N"],
+                                       icon="number", checkable=True)
+        self.act_number.toggled.connect(self.set_number_mode)
         self.act_about = self._action("about", "&About MNIST Desktop", "About this app", [], self._about)
         self.act_show_log = self._action("show_log", "Show &Log", "Open the log of warnings and errors "
                                          "(attach it to a bug report)", [], self.show_log)
@@ -276,6 +288,8 @@ class MainWindow(QMainWindow):
             e.addSeparator() if a is None else e.addAction(a)
         v = mb.addMenu("&View")
         v.setObjectName("menuView")
+        v.addAction(self.act_number)
+        v.addSeparator()
         t = v.addMenu("&Theme")
         t.setObjectName("menuTheme")
         for a in self.theme_actions.values():
@@ -327,6 +341,8 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_open)
         tb.addAction(self.act_paste)
+        tb.addSeparator()
+        tb.addAction(self.act_number)
         # Image navigation appears only while several opened images can be stepped
         # through; proxies keep the menu entries visible (disabled) meanwhile.
         self._nav_separator = tb.addSeparator()
@@ -352,6 +368,7 @@ class MainWindow(QMainWindow):
                 w.setAccessibleName(a.text().replace("&", "").rstrip("…"))
                 # Toolbar buttons are focusable so the toolbar works from the keyboard too.
                 w.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        tb.widgetForAction(self.act_number).setAccessibleName("Read a number")
 
     def _build_layout(self) -> None:
         panel = QFrame()
@@ -386,7 +403,9 @@ class MainWindow(QMainWindow):
         lay.setContentsMargins(18, 16, 18, 14)
         lay.setSpacing(10)
         lay.addLayout(top)
-        lay.addWidget(self._caption("Probabilities", "chartCaption"))
+        lay.addWidget(self.digits)
+        self.chart_caption = self._caption("Probabilities", "chartCaption")
+        lay.addWidget(self.chart_caption)
         lay.addWidget(self.chart, 1)
         correct_row = QHBoxLayout()
         correct_row.setContentsMargins(0, 0, 0, 0)
@@ -432,12 +451,17 @@ class MainWindow(QMainWindow):
         self.canvas.inputChanged.connect(self.live.set_input)
         self.canvas.toolChanged.connect(self._sync_controls)
         self.canvas.penWidthChanged.connect(self._on_pen_width)
+        self.live.readingChanged.connect(self._show_reading)
         self.live.predictionChanged.connect(self._show_prediction)
         self.live.predictionChanged.connect(self.explainer.set_prediction)
         self.chart.classClicked.connect(self._on_class_clicked)
         self.explainer.contrastChanged.connect(self.chart.set_marked)
         self.explainer.explanationChanged.connect(self._show_explanation)
         self.explainer.failed.connect(lambda m: self.statusBar().showMessage(f"Cannot explain: {m}", 8000))
+        self.digits.digitSelected.connect(self.live.select_digit)
+        self.digits.editRequested.connect(self.live.edit_segments)
+        self.canvas.segmentSelected.connect(self.live.select_digit)
+        self.canvas.segmentEditRequested.connect(self.live.edit_segments)
         self.live.stateChanged.connect(self.display.set_state)
         self.live.imageUpdated.connect(self.canvas.image_updated)
         self.live.message.connect(self._show_notice)
@@ -708,12 +732,50 @@ class MainWindow(QMainWindow):
             self.model_status.setText("No model")
             self.model_info.setText("No model loaded")
 
+    # ------------------------------------------------------------------ number mode
+    def set_number_mode(self, on: bool) -> None:
+        """Read the input as a number of several digits (True) or as one digit; saved."""
+        on = bool(on)
+        if self.act_number.isChecked() != on:
+            self.act_number.setChecked(on)   # toggled() comes back here
+            return
+        self.settings.number_mode = on
+        self._save_settings()
+        self._apply_number_mode(on)
+        self.live.set_number_mode(on)
+
+    def _apply_number_mode(self, on: bool) -> None:
+        self.digits.setVisible(on)
+        self.display.number_mode = on
+        self.canvas.set_hint("Write a number here (digits side by side)\nor drop / paste an image" if on
+                             else "Draw a digit here\nor drop / paste an image")
+        if not on:
+            self.chart_caption.setText("Probabilities")
+        if self.live.state == "blank":
+            self.display.set_state("blank")
+
+    def _show_reading(self, view) -> None:
+        """A number reading (a NumberView) or None: boxes on the canvas, the digit strip,
+        and the chart caption naming the digit it shows."""
+        self._number_view = view
+        self.canvas.set_number_view(view)
+        self.digits.set_view(view)
+        if view is not None and len(view.reading.digits) > 1:
+            d = view.reading.digits[view.selected].prediction
+            self.chart_caption.setText(f"Probabilities of digit {view.selected + 1} of "
+                                       f"{len(view.reading.digits)} ({d.label})")
+        else:
+            self.chart_caption.setText("Probabilities")
+
     # ------------------------------------------------------------------ prediction
     def _show_prediction(self, prediction) -> None:
         if prediction is not None:
             self._clear_notice()
         self.chart.set_prediction(prediction)
-        self.display.set_prediction(prediction)
+        if prediction is not None and self._number_view is not None:
+            self.display.set_reading(self._number_view)
+        else:
+            self.display.set_prediction(prediction)
         self.preview.set_image(None if prediction is None else prediction.image)
 
     def _show_notice(self, level: str, text: str) -> None:

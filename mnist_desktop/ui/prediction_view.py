@@ -134,6 +134,7 @@ class PredictionDisplay(QWidget):
         for line in (self.label, self.confidence, self.status, self.alternatives):
             lay.addWidget(line)
         self._prediction = None
+        self.number_mode = False   # the blank state invites a number instead of a digit
         self.set_state("blank")
 
     @property
@@ -168,12 +169,48 @@ class PredictionDisplay(QWidget):
             + (f", uncertain ({getattr(prediction, 'reason_text', '') or 'not a digit'})"
                if prediction.uncertain else ""))
 
+    def set_reading(self, view) -> None:
+        """Show a number reading (a :class:`~mnist_desktop.ui.live.NumberView`): the
+        digits, the probability that all are right, and which digits are unsure. A
+        one-digit reading shows as :meth:`set_prediction` does."""
+        reading = view.reading
+        digits = reading.digits
+        if len(digits) == 1:
+            self.set_prediction(digits[0].prediction)
+            return
+        self._prediction = view.prediction
+        self.label.setText(reading.text)
+        pct = format_percent(reading.confidence, True)
+        self.confidence.setText(f"{pct} sure of all {len(digits)}")
+        self.confidence.setToolTip(f"The probability that all {len(digits)} digits are right: {pct}")
+        self.confidence.set_color(None)
+        unsure = [i for i, d in enumerate(digits) if d.prediction.uncertain]
+        if unsure:
+            which = ", ".join(f"{i + 1} ({digits[i].prediction.label})" for i in unsure)
+            self.status.setText(f"Unsure of digit{'s' if len(unsure) > 1 else ''} {which}")
+            self.status.set_color(UNCERTAIN_COLOR)
+            self.label.set_color(UNCERTAIN_COLOR)
+        else:
+            self.status.setText(f"{len(digits)} digits" + (" (corrected by hand)" if view.edited else ""))
+            self.status.set_color(None, faint=True)
+            self.label.set_color(None)
+        sel = digits[view.selected].prediction
+        others = [f"{lab} {format_percent(p, True)}" for lab, p in sel.top_k(3)[1:] if p >= 0.01]
+        self.alternatives.setText(f"Digit {view.selected + 1}: {sel.label} {format_percent(sel.confidence, True)}"
+                                  + (f" (also {', '.join(others)})" if others else ""))
+        self.alternatives.set_color(None, faint=True)
+        self.setAccessibleDescription(
+            f"Read the number {reading.text}, {pct} confident"
+            + (f", unsure of digit {', '.join(str(i + 1) for i in unsure)}" if unsure else ""))
+
     def set_state(self, state: str, detail: str = "") -> None:
         """Show a state without a prediction (``blank``, ``loading``, ``empty``, ...)."""
         if state == "ready":
             return
         self._prediction = None
         headline, default_detail = STATE_TEXT.get(state, (state, ""))
+        if state == "blank" and self.number_mode:
+            headline = "Write a number"
         self.label.setText("")
         self.label.set_color(None)
         self.confidence.setText(headline)

@@ -44,6 +44,8 @@ class AppSettings:
     show_why
         View > Show Why: the explanation (saliency map over the model input, "why not?"
         contrast and nearest training examples) is shown and computed.
+    number_mode
+        Read the canvas (and opened images) as a number of several digits.
     """
 
     device: str = "auto"
@@ -53,6 +55,7 @@ class AppSettings:
     last_dir: str = ""
     window_geometry: bytes = b""
     show_why: bool = False
+    number_mode: bool = False
 
 
 @dataclass
@@ -233,6 +236,12 @@ def _parse(name: str, raw, default):
         if isinstance(raw, (bytes, bytearray)):
             return True, bytes(raw)
         return raw == "", b""
+    if isinstance(default, bool):
+        # INI files store booleans as text ("true"/"false"); QSettings may hand back a bool
+        if isinstance(raw, bool):
+            return True, raw
+        text = str(raw).strip().lower()
+        return text in ("true", "false", "1", "0"), text in ("true", "1")
     if isinstance(raw, str):
         return True, raw
     return False, default

@@ -229,15 +229,35 @@ def decode_chunk(paths: Sequence[str], options: PreprocessOptions) -> tuple[np.n
 _WORKER_MODELS: dict[str, Any] = {}
 
 
+def read_numbers(paths: Sequence[str], errors: Sequence[str | None], predictor) -> list[tuple[str, float]]:
+    """The number reading (:func:`~mnist_desktop.core.numbers.read_number`) of every file
+    whose ``errors`` entry is None, in order: ``(digits, confidence)``; ``("", 0.0)`` when
+    nothing could be read. Runs in the worker that decoded the chunk (ONNX Runtime) or in
+    the parent (torch, ``--workers 0``)."""
+    from mnist_desktop.core.numbers import read_number
+
+    out: list[tuple[str, float]] = []
+    for path, err in zip(paths, errors):
+        if err is not None:
+            continue
+        def read():
+            reading = read_number(predictor, load_image(path))
+            return reading.text, reading.confidence
+        value, _ = _guarded(read)
+        out.append(value if value is not None else ("", 0.0))
+    return out
+
+
 def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_path: str, source: str,
-                        keep_images: bool = True) -> tuple:
+                        keep_images: bool = True, numbers: bool = False) -> tuple:
     """:func:`decode_chunk`, then the ONNX Runtime model on the chunk, in the worker:
     ``(images, errors, probs, uncertain)``. Each worker loads the model once (one thread)
     and keeps it; the parent then only collects results, so decoding and inference use
     every core instead of inference waiting on one. Without ``keep_images`` the 28x28
     inputs stay here (``images`` is empty: 3 KB per file less to pickle and pipe). When
     nothing decoded it returns ``(images, errors)``; when the model cannot run here,
-    ``(images, errors, None, reason)``: the parent's model answers (and says so)."""
+    ``(images, errors, None, reason)``: the parent's model answers (and says so). With
+    ``numbers`` a fifth item holds :func:`read_numbers` of the files that decoded."""
     images, errors = decode_chunk(paths, options)
     if not len(images):
         return images, errors
@@ -250,6 +270,8 @@ def decode_and_classify(paths: Sequence[str], options: PreprocessOptions, onnx_p
         probs, unc, _ = model.probabilities(images)
     except Exception as e:  # e.g. the cached copy was deleted mid-run: the parent's model answers
         return images, errors, None, f"{type(e).__name__}: {str(e).strip()[:160]}"
+    if numbers:
+        return (images if keep_images else images[:0]), errors, probs, unc, read_numbers(paths, errors, model)
     return (images if keep_images else images[:0]), errors, probs, unc
 
 

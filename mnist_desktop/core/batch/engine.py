@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mnist_desktop.core.batch.decoding import decode_and_classify, decode_chunk, timed
+from mnist_desktop.core.batch.decoding import decode_and_classify, decode_chunk, read_numbers, timed
 from mnist_desktop.core.batch.inference import _Inference
 from mnist_desktop.core.batch.pool import _DecodePool, default_workers
 from mnist_desktop.core.batch.results import FileResult
@@ -71,6 +71,7 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
                     decode_fn: Callable[[Sequence[str], PreprocessOptions],
                                         tuple[np.ndarray, list[str | None]]] = decode_chunk,
                     on_note: Callable[[str], None] | None = None,
+                    numbers: bool = False,
                     ) -> Iterator[list[FileResult]]:
     """Classify files chunk by chunk; yields one list of :class:`FileResult` per chunk,
     in input order. See :func:`classify_files` for the parameters.
@@ -90,7 +91,8 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
     if workers and decode_fn is decode_chunk and isinstance(predictor, OnnxPredictor):
         # ONNX Runtime runs in the decoding workers (see decode_and_classify).
         decode_fn = functools.partial(decode_and_classify, onnx_path=str(predictor.onnx_path),
-                                      source=str(predictor.path), keep_images=keep_images)
+                                      source=str(predictor.path), keep_images=keep_images,
+                                      numbers=numbers)
     options = predictor.options
     labels = list(predictor.labels)
 
@@ -114,7 +116,8 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
                 on_note(text)
 
     def build(paths: list[str], images: np.ndarray, errors: list[str | None],
-              probs: np.ndarray | None = None, unc: Any = None) -> list[FileResult]:
+              probs: np.ndarray | None = None, unc: Any = None,
+              read: list[tuple[str, float]] | None = None) -> list[FileResult]:
         results = [FileResult(p, labels, error=err, true_label=label_of(p))
                    for p, err in zip(paths, errors)]
         if probs is None and isinstance(unc, str):
@@ -130,6 +133,11 @@ def classify_chunks(files: Iterable[str | bytes | os.PathLike], predictor, *,
                 r.uncertain = bool(unc[j])
                 if keep_images:
                     r.image = images[j]
+        if numbers:
+            if read is None:   # not read in the worker (torch, no workers, a fallback)
+                read = read_numbers(paths, errors, predictor)
+            for r, (text, conf) in zip((r for r in results if r.error is None), read):
+                r.number, r.number_confidence = text, conf
         return results
 
     try:
@@ -212,8 +220,9 @@ def _decode_isolated(paths, options, pool: _DecodePool, decode_fn):
     decoded = [part for part in parts if None in part[1]]   # files that gave an image
     if decoded and all(len(part) > 2 and part[2] is not None for part in decoded):
         # Classified in the workers: their answers, in order (crashed files have none).
+        read = ([n for part in decoded for n in part[4]],) if all(len(part) > 4 for part in decoded) else ()
         return (images, errors, np.concatenate([part[2] for part in decoded]),
-                np.concatenate([part[3] for part in decoded]))
+                np.concatenate([part[3] for part in decoded]), *read)
     # The parent's model answers; a worker's reason for not answering goes up as the note.
     reasons = [part[3] for part in decoded if len(part) > 3 and part[2] is None]
     why = (None, reasons[0]) if reasons else ()
@@ -235,7 +244,7 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
                    should_cancel: Callable[[], bool] | None = None,
                    max_in_flight: int | None = None,
                    inference_threads: int | None = None, precision: str = "fp32",
-                   on_note: Callable[[str], None] | None = None) -> Iterator[FileResult]:
+                   on_note: Callable[[str], None] | None = None, numbers: bool = False) -> Iterator[FileResult]:
     """Classify image files; yields one :class:`FileResult` per file, in input order.
 
     Parameters
@@ -272,6 +281,10 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
         Called (at most once per distinct message) with a one-line note about how the
         run goes that changes no answer, e.g. that the worker processes could not run
         ONNX Runtime and this process runs the model instead (slower).
+    numbers
+        Also read every image as a number (:func:`~mnist_desktop.core.numbers.read_number`):
+        sets ``number`` and ``number_confidence`` on each result that has ``probs``. The
+        reading runs where the model runs (the ONNX workers, else this process).
 
     Yields
     ------
@@ -283,5 +296,5 @@ def classify_files(files: Iterable[str | bytes | os.PathLike], predictor, *,
                                  keep_images=keep_images, true_label=true_label,
                                  folder_labels=folder_labels, should_cancel=should_cancel,
                                  max_in_flight=max_in_flight, inference_threads=inference_threads,
-                                 precision=precision, on_note=on_note):
+                                 precision=precision, on_note=on_note, numbers=numbers):
         yield from chunk

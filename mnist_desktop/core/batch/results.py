@@ -16,6 +16,7 @@ class FileResult:
 
     ``probs`` is aligned with ``labels``; it is None when the file could not be used, and
     then ``error`` says why in one line. ``corrected_label`` is a label set by hand (GUI).
+    ``number``/``number_confidence`` are set when the run also read numbers.
     """
 
     path: str
@@ -26,6 +27,8 @@ class FileResult:
     true_label: str | None = None
     image: np.ndarray | None = None  # the 28x28 input, when requested
     corrected_label: str | None = None
+    number: str | None = None        # the number reading (``--number``); "" when none read
+    number_confidence: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -23,6 +23,8 @@ class ResultStore:
         self._index = {lab: i for i, lab in enumerate(self.labels)}
         self._paths: list[str] = []
         self._errors: dict[int, str] = {}
+        self._numbers: dict[int, str] = {}   # number readings (runs that read numbers)
+        self.has_numbers = False
         self._n = 0
         self._alloc(1024)
 
@@ -42,12 +44,13 @@ class ResultStore:
         self.confidence = grow(getattr(self, "confidence", None), (cap,), np.float32, np.nan)
         self.true_index = grow(getattr(self, "true_index", None), (cap,), np.int32, -1)
         self.corrected = grow(getattr(self, "corrected", None), (cap,), np.int32, -1)
+        self.number_confidence = grow(getattr(self, "number_confidence", None), (cap,), np.float32, np.nan)
         self._cap = cap
 
     # The public arrays above are views of capacity; readers use these trimmed views.
     def column(self, name: str) -> np.ndarray:
         """``probs``, ``uncertain``, ``predicted``, ``confidence``, ``true_index`` or
-        ``corrected`` trimmed to the rows stored (-1 means none for index columns)."""
+        ``corrected`` (or ``number_confidence``) trimmed to the rows stored (-1 means none for index columns)."""
         return getattr(self, name)[:self._n]
 
     def __len__(self) -> int:
@@ -72,6 +75,10 @@ class ResultStore:
                 self.true_index[start + j] = self._index.get(r.true_label, -1)
             if r.corrected_label is not None:
                 self.corrected[start + j] = self._index.get(r.corrected_label, -1)
+            if r.number is not None:
+                self.has_numbers = True
+                self._numbers[start + j] = r.number
+                self.number_confidence[start + j] = r.number_confidence or 0.0
         if ok_rows:
             # one vectorized write per chunk instead of per-row numpy calls
             probs = np.stack(ok_probs)
@@ -107,6 +114,11 @@ class ResultStore:
     @property
     def failed(self) -> int:
         return len(self._errors)
+
+    def number(self, i: int) -> str | None:
+        """Row ``i``'s number reading (``""`` when nothing was read), None when the run
+        did not read numbers or the file failed."""
+        return self._numbers.get(i)
 
     def label_of(self, index: int) -> str | None:
         return None if index < 0 else self.labels[index]
@@ -145,7 +157,9 @@ class ResultStore:
         ok = self.ok(i)
         return FileResult(self._paths[i], self.labels, probs=self.probs[i].copy() if ok else None,
                           uncertain=bool(self.uncertain[i]), error=self._errors.get(i),
-                          true_label=self.true_label(i), corrected_label=self.corrected_label(i))
+                          true_label=self.true_label(i), corrected_label=self.corrected_label(i),
+                          number=self._numbers.get(i),
+                          number_confidence=float(self.number_confidence[i]) if i in self._numbers else None)
 
     def __iter__(self) -> Iterator[FileResult]:
         return (self.result(i) for i in range(self._n))

@@ -29,8 +29,10 @@ _HANDLED = frozenset({_DISPLAY, _EDIT, _DECORATION, _TOOLTIP, _FOREGROUND, _BACK
 
 
 class Column:
-    FILE, PREDICTION, CONFIDENCE, UNCERTAIN, TRUE, CORRECTED, ERROR = range(7)
-    TITLES = ["File", "Prediction", "Confidence", "Uncertain", "Folder label", "Corrected", "Error"]
+    FILE, PREDICTION, CONFIDENCE, UNCERTAIN, TRUE, CORRECTED, ERROR, NUMBER, NUMBER_CONFIDENCE = range(9)
+    TITLES = ["File", "Prediction", "Confidence", "Uncertain", "Folder label", "Corrected", "Error",
+              "Number", "Number confidence"]
+    NUMBER_COLUMNS = (NUMBER, NUMBER_CONFIDENCE)   # shown for runs that read numbers
 
 
 class BatchResultModel(QAbstractTableModel):
@@ -105,6 +107,9 @@ class BatchResultModel(QAbstractTableModel):
         s = self.store
         if not s.ok(i):
             return "error"
+        number = s.number(i)
+        if number is not None:
+            return f"{number or '(none)'}  {100 * float(s.number_confidence[i]):.1f}%"
         corr = s.corrected_label(i)
         pred = s.prediction(i)
         return f"{pred} → {corr}" if corr else f"{pred}  {100 * float(s.confidence[i]):.1f}%"
@@ -152,7 +157,7 @@ class BatchResultModel(QAbstractTableModel):
             return self._error_brush if not s.ok(i) else None
         if role == _BACKGROUND:
             return self._uncertain_brush if s.ok(i) and s.uncertain[i] else None
-        if role == _ALIGNMENT and col == Column.CONFIDENCE:
+        if role == _ALIGNMENT and col in (Column.CONFIDENCE, Column.NUMBER_CONFIDENCE):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         return None
 
@@ -172,6 +177,10 @@ class BatchResultModel(QAbstractTableModel):
             return s.true_label(i) or ""
         if col == Column.CORRECTED:
             return s.corrected_label(i) or ""
+        if col == Column.NUMBER:
+            return s.number(i) or ""
+        if col == Column.NUMBER_CONFIDENCE:
+            return "" if s.number(i) is None else f"{100 * float(s.number_confidence[i]):.1f}%"
         return ""
 
     def _keys(self, col: int) -> np.ndarray:
@@ -191,6 +200,10 @@ class BatchResultModel(QAbstractTableModel):
             return s.column("corrected").astype(np.float64)
         if col == Column.ERROR:
             return np.array([0.0 if s.ok(i) else 1.0 for i in range(n)])
+        if col == Column.NUMBER:   # by value; nothing read sorts first
+            return np.array([float(t) if (t := s.number(i)) else -1.0 for i in range(n)])
+        if col == Column.NUMBER_CONFIDENCE:
+            return np.nan_to_num(s.column("number_confidence").astype(np.float64), nan=-1.0)
         # File: input order is path order within each folder
         return np.arange(n, dtype=np.float64)
 

@@ -130,6 +130,10 @@ class DetailPanel(QWidget):
                 text += f"<br>folder label: {store.true_label(row)}"
             if store.corrected_label(row) is not None:
                 text += f"<br>corrected to: <b>{store.corrected_label(row)}</b>"
+            if store.number(row) is not None:
+                number = store.number(row) or "(nothing read)"
+                text += (f"<br>read as the number <b>{number}</b> "
+                         f"({100 * float(store.number_confidence[row]):.1f}% that every digit is right)")
             for bar, p in zip(self._bar_widgets, store.probs[row]):
                 bar.setValue(int(round(1000 * float(p))))
                 bar.setFormat(f"{100 * float(p):.1f}%")
@@ -397,6 +401,7 @@ class BatchWindow(QMainWindow):
         self._replaying = False
         self._corrected_since_export = 0
         self._offered_journals = False
+        self._numbers_run = False            # the current results were read as numbers too
 
         self.loader = ImageLoader(self)
         self.model = BatchResultModel(self.loader, self)
@@ -408,6 +413,7 @@ class BatchWindow(QMainWindow):
 
         self._build_actions()
         self._build_views()
+        self._show_number_columns(False)
         self._set_running(False)
 
     # ------------------------------------------------------------------ construction
@@ -429,6 +435,11 @@ class BatchWindow(QMainWindow):
         self.open_files_action = action("Open files…", self._choose_files, None, "openFiles")
         self.recursive = QCheckBox("Sub-folders", checked=True, objectName="recursive")
         tb.addWidget(self.recursive)
+        self.read_numbers = QCheckBox("Read numbers", checked=False, objectName="readNumbers")
+        self.read_numbers.setToolTip("Also read every image as a number (several digits side by side): "
+                                     "adds Number and Number confidence columns, exported too")
+        self.read_numbers.setAccessibleName("Read numbers")
+        tb.addWidget(self.read_numbers)
         self.cancel_action = action("Cancel", self.cancel, QKeySequence(Qt.Key_Escape), "cancel")
         tb.addSeparator()
         self.export_action = action("Export…", self._choose_export, QKeySequence.Save, "export")
@@ -532,14 +543,20 @@ class BatchWindow(QMainWindow):
         self._restore_unasked = False
         self.proxy.set_filter(Filter.ALL)
         self._sync_filter_box()
+        self._numbers_run = self.read_numbers.isChecked()
+        self._show_number_columns(self._numbers_run)
         task = classify_task(self._inputs, self._loaded or self._model_source, self._device,
                              recursive=self.recursive.isChecked(), workers=self._workers,
-                             interval=RESULT_INTERVAL)
+                             interval=RESULT_INTERVAL, numbers=self._numbers_run)
         self._start(task, "classify", self._on_classify_event)
         self.progress.setRange(0, 0)
         self.status.setText("Listing files…")
         self.runStarted.emit()
         return True
+
+    def _show_number_columns(self, show: bool) -> None:
+        for col in Column.NUMBER_COLUMNS:
+            self.table.setColumnHidden(col, not show)
 
     def cancel(self) -> None:
         """Stop the running task; results so far are kept."""
@@ -787,7 +804,7 @@ class BatchWindow(QMainWindow):
         return True
 
     def _write(self, path: str) -> str:
-        write_results(path, self.store, self.store.labels)
+        write_results(path, self.store, self.store.labels, numbers=self._numbers_run)
         return path
 
     # ------------------------------------------------------------------ sort & undo

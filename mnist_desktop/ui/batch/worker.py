@@ -106,14 +106,15 @@ class TaskRunner(QObject):
 
 def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: bool = True,
                   workers: int | None = None, batch_size: int | None = None,
-                  interval: float = 0.1) -> Task:
+                  interval: float = 0.1, numbers: bool = False) -> Task:
     """The service's classify job (:func:`mnist_desktop.service.classify.classify_job`)
     as a :data:`Task`: it yields the job's typed events (``ModelReady``, ``Listed``,
     ``Note``, ``Results``).
 
     ``model`` is a :class:`~mnist_desktop.service.models.LoadedPredictor`, or a model
     file path (None: the bundled model), loaded on the worker thread so the window never
-    waits for ``import torch``. Results are coalesced into at most one event per
+    waits for ``import torch``. ``numbers`` also reads every image as a number (in the
+    batch engine's worker processes). Results are coalesced into at most one event per
     ``interval`` seconds: 200,000 files make a few hundred signals, not 200,000.
     """
     paths = [os.fsdecode(p) for p in paths]
@@ -125,7 +126,7 @@ def classify_task(paths: Iterable[str], model, device: str = "auto", recursive: 
         loaded = model if isinstance(model, LoadedPredictor) else None
         source = None if loaded is not None else model
         options = ClassifyOptions(model=source, device=device, recursive=recursive, workers=workers,
-                                  coalesce=interval,
+                                  coalesce=interval, numbers=numbers,
                                   **({"batch_size": batch_size} if batch_size else {}))
         summary = yield from classify_job(paths, options, loaded=loaded, should_cancel=should_cancel)
         return summary.listed

@@ -213,6 +213,10 @@ class Curves:
     steps_per_epoch: int = 0
     images_per_s: float | None = None      # latest
     eta_s: float | None = None             # latest (None once the run has ended)
+    # Bumped whenever the per-epoch / per-step curves change (also when a resume replaces
+    # points and the count stays the same), so a view redraws exactly what changed.
+    epoch_revision: int = 0
+    step_revision: int = 0
 
     def add(self, ev: dict[str, Any]) -> bool:
         """Take one event; True when a curve changed. A resumed run repeats the steps after
@@ -223,6 +227,8 @@ class Curves:
             start = int(ev.get("start_step") or 0)
             self._truncate_steps(start)
             self._truncate_epochs(int(ev.get("start_epoch") or 0))
+            self.epoch_revision += 1
+            self.step_revision += 1
             return True
         if t == "step":
             step = int(ev.get("step") or 0)
@@ -235,6 +241,7 @@ class Curves:
             self.step_lr.append(_num(ev.get("lr")))
             self.images_per_s = _num(ev.get("images_per_s"))
             self.eta_s = _num(ev.get("eta_s"))
+            self.step_revision += 1
             return True
         if t == "epoch_end":
             epoch = int(ev.get("epoch") or 0)
@@ -249,6 +256,7 @@ class Curves:
             self.epoch_elapsed_s.append(_num(ev.get("elapsed_s")))
             self.images_per_s = _num(ev.get("images_per_s")) or self.images_per_s
             self.eta_s = _num(ev.get("eta_s"))
+            self.epoch_revision += 1
             return True
         if t in TERMINAL_TYPES:
             self.eta_s = None

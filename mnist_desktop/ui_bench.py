@@ -388,6 +388,7 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0, with_batch: in
             batch["rows_at_end"] = len(bw.store) if bw.store is not None else 0
         if training is not None:
             training["steps_at_end"] = training["steps"]
+            training["running_at_end"] = training["panel"].is_running()
             training["panel"].cancel_run()
             training["panel"].run_ended.connect(lambda *_: app.quit())
             QTimer.singleShot(15_000, app.quit)
@@ -444,8 +445,11 @@ def _start_training(window, recipe: str) -> dict:
 
     panel = window.training.open_panel()
     panel.form.set_recipe(recipe)
-    panel.form.epochs.setValue(max(panel.form.epochs.value(), 50))
-    info = {"panel": panel, "recipe": recipe, "steps": 0, "epochs": 0, "images_per_s": None, "steps_at_end": 0}
+    # Enough epochs to outlast any scribble (the bench cancels the run when it is done):
+    # the MLP on the bundled 5k digits takes ~0.2 s an epoch, so 50 ended mid-scribble.
+    panel.form.epochs.setValue(max(panel.form.epochs.value(), 2000))
+    info = {"panel": panel, "recipe": recipe, "steps": 0, "epochs": 0, "images_per_s": None, "steps_at_end": 0,
+            "running_at_end": False}
 
     def on_event(ev):
         if ev.get("type") == "step":
@@ -467,7 +471,7 @@ def _start_training(window, recipe: str) -> dict:
         raise RuntimeError(f"the training run did not reach its first steps: {panel.status.text()}")
     window.raise_()
     window.activateWindow()
-    info["steps"] = 0
+    info["steps"] = info["epochs"] = 0
     return info
 
 
@@ -581,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         t = r["training"]
         if t is not None:
             ips = f", {t['images_per_s']:,.0f} images/s" if t["images_per_s"] else ""
-            print(f"training: {t['recipe']} run (nice 19, 1 thread) in progress throughout: {t['steps_at_end']} "
+            throughout = "in progress throughout" if t["running_at_end"] else "ENDED BEFORE THE SCRIBBLE DID"
+            print(f"training: {t['recipe']} run (nice 19, 1 thread) {throughout}: {t['steps_at_end']} "
                   f"step events and {t['epochs']} epochs during the scribble{ips}")
         print(f"scribble: {r['events']} mouse events in {r['elapsed']:.1f} s, {r['snapshots']} snapshots, "
               f"{r['dropped']} superseded requests, {r['shown']} predictions shown")

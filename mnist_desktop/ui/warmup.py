@@ -9,6 +9,7 @@ blocking.
 
 from __future__ import annotations
 
+import gc
 import threading
 
 _ready = threading.Event()
@@ -17,7 +18,20 @@ _thread: threading.Thread | None = None
 
 def _import_core() -> None:
     import mnist_desktop.core.preprocess  # noqa: F401  (numpy, Pillow)
+    freeze_heap()
     _ready.set()
+
+
+def freeze_heap() -> None:
+    """Exempt every object alive now from the cyclic garbage collector's full passes.
+
+    Call it once a burst of long-lived objects was made (modules imported, a window
+    built). Otherwise every generation-2 collection walks all of Qt's, numpy's and
+    pyqtgraph's module objects again: 30-40 ms of GUI thread at an arbitrary moment of a
+    stroke (measured with ``ui_bench --with-training``, a ``gc.callbacks`` timer). Frozen
+    objects are still freed by reference counting; only cycles among them stay.
+    """
+    gc.freeze()
 
 
 def start() -> threading.Thread:

@@ -9,6 +9,8 @@ the four plots at once), and a point is on screen well within a second of its ev
 
 from __future__ import annotations
 
+import math
+
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QPalette
@@ -24,6 +26,46 @@ RUN_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", 
 def _xy(xs, ys):
     pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def nice_step(span: float, ticks: int = 5) -> float:
+    """A round tick spacing (1, 2, 2.5 or 5 times a power of ten) that cuts ``span`` into
+    about ``ticks`` parts."""
+    raw = max(span, 1e-12) / ticks
+    mag = 10.0 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1.0, 2.0, 2.5, 5.0, 10.0) if raw <= m * mag * (1 + 1e-9))
+
+
+def stepped_range(lo: float, hi: float, current: tuple[float, float] | None = None, *,
+                  from_zero: bool = False, headroom: float = 0.05) -> tuple[float, float]:
+    """The axis range to show data spanning ``lo..hi``: ``current`` while it still holds the
+    data (and is not far too wide), else ``lo..hi`` widened by ``headroom`` (a fraction of
+    the span) and rounded out to tick steps.
+
+    A live curve auto-ranged exactly changes its axes with every point, and pyqtgraph
+    then regenerates their ticks, labels and grid (most of a plot's repaint cost); a range
+    that moves in round steps changes only when the data outgrow it. ``from_zero``: the
+    range starts at 0 (epochs, learning rates); data that are never negative never get a
+    negative lower end.
+    """
+    if from_zero:
+        lo = min(lo, 0.0)
+    span = hi - lo
+    if span <= 0:
+        span = max(abs(hi) * 0.1, 1e-6)
+        lo, hi = lo - span / 2, hi + span / 2
+    if current is not None:
+        c0, c1 = current
+        if c0 <= lo and hi <= c1 and (c1 - c0) <= 3 * span * (1 + 2 * headroom):
+            return current
+    want_lo = lo if from_zero else lo - headroom * span
+    want_hi = hi + headroom * span
+    step = nice_step(want_hi - want_lo)
+    new_lo = math.floor(want_lo / step + 1e-9) * step
+    new_hi = math.ceil(want_hi / step - 1e-9) * step
+    if lo >= 0:
+        new_lo = max(new_lo, 0.0)
+    return new_lo, new_hi
 
 
 class TrainingCurves(QWidget):
@@ -78,6 +120,10 @@ class TrainingCurves(QWidget):
         self._items: dict[tuple[int, str], pg.PlotDataItem] = {}
         self._drawn: dict[int, tuple[int, int]] = {}   # run -> its curves' revisions seen
         self._stale: dict[str, None] = {}   # plots waiting for a redraw, the oldest first
+        self._ranges: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}   # plot -> (x, y) shown
+        self._zoomed: set[str] = set()   # plots the user panned or zoomed: their view stays
+        for key, plot in self.plots.items():
+            plot.getViewBox().sigRangeChangedManually.connect(lambda *_, k=key: self._zoomed.add(k))
         self._dirty = False
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
@@ -95,6 +141,7 @@ class TrainingCurves(QWidget):
         self._items.clear()
         self._drawn.clear()
         self._stale.clear()
+        self._ranges.clear()
         for i, (name, _) in enumerate(self._runs):
             self._make_items(i, name)
         self.mark_dirty()
@@ -177,6 +224,8 @@ class TrainingCurves(QWidget):
 
     def _draw_plot(self, plot: str) -> None:
         """Hand ``plot``'s data of every run to pyqtgraph (``setData``: items are reused)."""
+        xs: list[float] = []
+        ys: list[float] = []
         for i, (_, c) in enumerate(self._runs):
             if plot == "loss":
                 data = {"train_loss": _xy(c.epoch, c.train_loss), "val_loss": _xy(c.epoch, c.val_loss)}
@@ -190,12 +239,31 @@ class TrainingCurves(QWidget):
                 data = {"lr": _xy(c.step_epoch, c.step_lr) if c.step else _xy(c.epoch, c.epoch_lr)}
             for key, (x, y) in data.items():
                 self._items[(i, key)].setData(x, y)
-        if plot == "lr":
-            # The learning rate from 0 up: a constant rate is a flat line at its value, not at
-            # the middle of an arbitrary range.
-            top = max((v for _, c in self._runs for v in (c.step_lr or c.epoch_lr) if v is not None), default=0.0)
-            if top > 0:
-                self.plots["lr"].setYRange(0, top * 1.1, padding=0)
+                xs += x
+                ys += y
+        if xs:
+            self._fit(plot, xs, ys)
+
+    def _fit(self, plot: str, xs: list[float], ys: list[float]) -> None:
+        """Show all of ``plot``'s data in ranges that move in round steps (see
+        :func:`stepped_range`): most new points then repaint only their curve, not the axes."""
+        vb = self.plots[plot].getViewBox()
+        if plot in self._zoomed:
+            if not any(vb.autoRangeEnabled()):
+                return    # the user's pan or zoom stays until they ask for the whole view ("A")
+            self._zoomed.discard(plot)
+            self._ranges.pop(plot, None)
+        x0, y0 = self._ranges.get(plot, (None, None))
+        # Epochs from 0 with room to grow (a quarter of the run so far), so the x axis
+        # changes a few times per doubling of the run, not at every epoch. The learning
+        # rate from 0 up: a constant rate is a flat line at its value, not at the middle of
+        # an arbitrary range.
+        xr = stepped_range(0.0, max(xs), x0, from_zero=True, headroom=0.25)
+        yr = stepped_range(min(ys), max(ys), y0, from_zero=plot == "lr")
+        if (xr, yr) != (x0, y0):
+            # A sliver of padding keeps the round end ticks inside the view, so they are labelled.
+            vb.setRange(xRange=xr, yRange=yr, padding=0.02)   # also turns pyqtgraph's autorange off
+            self._ranges[plot] = (xr, yr)
 
     def redraw_now(self) -> None:
         """Bring every plot up to date at once (exports; not while a run streams events)."""

@@ -72,6 +72,9 @@ class TrainingEntry(QObject):
             self.dock.resize(1100, 720)
             self.dock.move(geo.x() + 40, geo.y() + 40)
             self.window.add_close_guard(self.panel.close_guard)
+            from mnist_desktop.ui.warmup import freeze_heap
+
+            freeze_heap()   # pyqtgraph and the panel stay for the session: no full GC passes over them
         self.dock.show()
         self.dock.raise_()
         self.panel.form.recipe.setFocus()

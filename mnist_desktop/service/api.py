@@ -379,7 +379,8 @@ def answer_bytes(labels: list[str], probs: np.ndarray, uncertain: bool, score: f
     return json.dumps(head, separators=(",", ":")).encode()[:-1] + tail
 
 
-def create_app(loaded, limits: ApiLimits | None = None, max_batch: int = 64, max_wait: float = 0.0) -> FastAPI:
+def create_app(loaded, limits: ApiLimits | None = None, max_batch: int = 64, max_wait: float = 0.0,
+               batch_workers: int = 2) -> FastAPI:
     """The API around an already loaded model.
 
     Parameters
@@ -389,15 +390,16 @@ def create_app(loaded, limits: ApiLimits | None = None, max_batch: int = 64, max
         every request; the model is never loaded again).
     limits
         What one request may carry (:class:`ApiLimits`).
-    max_batch, max_wait
-        The micro-batcher's largest batch and longest wait for company (seconds).
+    max_batch, max_wait, batch_workers
+        The micro-batcher's largest batch, longest wait for company (seconds; 0: none)
+        and batches in flight at once (see :class:`MicroBatcher`).
     """
     limits = limits or ApiLimits()
     predictor: Predictor = loaded.predictor
     labels = list(predictor.labels)
     opts = predictor.options
     batcher = MicroBatcher(predictor.probabilities, max_batch=max_batch, max_wait=max_wait,
-                           prepare=lambda items: prepare_batch(items, opts))
+                           prepare=lambda items: prepare_batch(items, opts), workers=batch_workers)
     # Every single-digit answer ends the same way.
     tail = b"," + json.dumps({"labels": labels, "number": None}, separators=(",", ":")).encode()[1:]
 

@@ -64,10 +64,16 @@ class MicroBatcher:
         Turns the submitted items into the batch, in the worker thread (default
         :func:`stack_images`: items are ``(28, 28)`` images). An item it cannot prepare
         fails its own caller only.
+    workers
+        Batches in flight at once, each in its own thread (``forward`` must be safe to
+        call from several threads, as an ONNX Runtime session is). With two, one batch
+        is prepared (numpy, mostly holding the GIL) while the other's forward pass runs
+        (GIL released): on two cores neither the event loop nor the model waits for the
+        other.
     """
 
     def __init__(self, forward: ForwardFn, max_batch: int = 64, max_wait: float = 0.0,
-                 prepare: PrepareFn | None = None):
+                 prepare: PrepareFn | None = None, workers: int = 2):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._forward = forward
@@ -77,19 +83,25 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="forward")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
+        self._running: set[asyncio.Task] = set()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
+        """Start batching (again, after :meth:`stop`: an app's lifespan may run more than once)."""
         if self._task is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="forward")
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        for t in [task, *self._running] if task is not None else list(self._running):
+            t.cancel()
             try:
-                await task
+                await t
             except asyncio.CancelledError:
                 pass
         # Whoever still waits hears that the server is going away.
@@ -97,7 +109,9 @@ class MicroBatcher:
             _, fut = self._queue.get_nowait()
             if not fut.done():
                 fut.set_exception(RuntimeError("the server is shutting down"))
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     async def submit(self, item: Any) -> tuple[np.ndarray, bool, float]:
         """``(probs, uncertain, score)`` of one item (with the default ``prepare``, a
@@ -117,33 +131,47 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queue
+        free = asyncio.Semaphore(self.workers)
         while True:
             items = [await queue.get()]
+            await free.acquire()   # while every worker is busy, the queue grows into the next batch
             if queue.empty() and self.max_wait:
                 await asyncio.sleep(self.max_wait)
             while len(items) < self.max_batch and not queue.empty():
                 items.append(queue.get_nowait())
             items = [(item, fut) for item, fut in items if not fut.cancelled()]
             if not items:
+                free.release()
                 continue
-            try:
-                rows, out = await loop.run_in_executor(self._pool, self._prepare_and_forward,
-                                                       [item for item, _ in items])
-            except Exception as e:  # a failing forward pass fails its requests, not the server
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(e)
+            task = loop.create_task(self._batch(loop, items))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _t: free.release())
+
+    async def _batch(self, loop, items: list) -> None:
+        try:
+            rows, out = await loop.run_in_executor(self._pool, self._prepare_and_forward,
+                                                   [item for item, _ in items])
+        except Exception as e:  # a failing forward pass fails its requests, not the server
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        except asyncio.CancelledError:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(RuntimeError("the server is shutting down"))
+            raise
+        done = [row for row in rows if not isinstance(row, BaseException)]
+        if done:
+            self.stats.requests += len(done)
+            self.stats.batches += 1
+            self.stats.largest_batch = max(self.stats.largest_batch, len(done))
+        for row, (_, fut) in zip(rows, items):
+            if fut.done():
                 continue
-            done = [row for row in rows if not isinstance(row, BaseException)]
-            if done:
-                self.stats.requests += len(done)
-                self.stats.batches += 1
-                self.stats.largest_batch = max(self.stats.largest_batch, len(done))
-            for row, (_, fut) in zip(rows, items):
-                if fut.done():
-                    continue
-                if isinstance(row, BaseException):
-                    fut.set_exception(row)
-                else:
-                    probs, unc, score = out
-                    fut.set_result((probs[row], bool(unc[row]), float(score[row])))
+            if isinstance(row, BaseException):
+                fut.set_exception(row)
+            else:
+                probs, unc, score = out
+                fut.set_result((probs[row], bool(unc[row]), float(score[row])))

@@ -36,11 +36,9 @@ rm -rf "$OUT/$NAME" "$WORK"
 DIST="$OUT/$NAME"
 T2=$(date +%s)
 
-# torch's libraries carry ~90 MB of symbol tables; strip only those (a global strip breaks
-# numpy's OpenBLAS: "ELF load command address/offset not page-aligned").
-if [ -d "$DIST/_internal/torch/lib" ] && command -v strip >/dev/null; then
-  find "$DIST/_internal/torch/lib" -name '*.so*' -type f -exec strip --strip-unneeded {} +
-fi
+# Symbol tables and debug info (libpython ~17 MB, torch ~90 MB, extension modules): see
+# packaging/strip_binaries.py for what is never stripped (the executable, auditwheel libs).
+"$PY" "$ROOT/packaging/strip_binaries.py" "$DIST"
 
 # freedesktop entry + icon (install: copy share/ into ~/.local/share, edit Exec to the folder)
 mkdir -p "$OUT/share/applications" "$OUT/share/icons/hicolor/256x256/apps"

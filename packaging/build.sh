@@ -39,6 +39,9 @@ T2=$(date +%s)
 # Symbol tables and debug info (libpython ~17 MB, torch ~90 MB, extension modules): see
 # packaging/strip_binaries.py for what is never stripped (the executable, auditwheel libs).
 "$PY" "$ROOT/packaging/strip_binaries.py" "$DIST"
+# Qt Core's ICU data without the display-name tables Qt never reads (32 -> ~14 MB; see
+# packaging/slim_icu.py; skipped with a message where icupkg or a C compiler is missing).
+"$PY" "$ROOT/packaging/slim_icu.py" "$DIST"
 
 # freedesktop entry + icon (install: copy share/ into ~/.local/share, edit Exec to the folder)
 mkdir -p "$OUT/share/applications" "$OUT/share/icons/hicolor/256x256/apps"

@@ -36,11 +36,12 @@ rm -rf "$OUT/$NAME" "$WORK"
 DIST="$OUT/$NAME"
 T2=$(date +%s)
 
-# torch's libraries carry ~90 MB of symbol tables; strip only those (a global strip breaks
-# numpy's OpenBLAS: "ELF load command address/offset not page-aligned").
-if [ -d "$DIST/_internal/torch/lib" ] && command -v strip >/dev/null; then
-  find "$DIST/_internal/torch/lib" -name '*.so*' -type f -exec strip --strip-unneeded {} +
-fi
+# Symbol tables and debug info (libpython ~17 MB, torch ~90 MB, extension modules): see
+# packaging/strip_binaries.py for what is never stripped (the executable, auditwheel libs).
+"$PY" "$ROOT/packaging/strip_binaries.py" "$DIST"
+# Qt Core's ICU data without the display-name tables Qt never reads (32 -> ~14 MB; see
+# packaging/slim_icu.py; skipped with a message where icupkg or a C compiler is missing).
+"$PY" "$ROOT/packaging/slim_icu.py" "$DIST"
 
 # freedesktop entry + icon (install: copy share/ into ~/.local/share, edit Exec to the folder)
 mkdir -p "$OUT/share/applications" "$OUT/share/icons/hicolor/256x256/apps"

@@ -156,3 +156,87 @@ def test_merge_and_split_by_hand(predictor, digits):
     assert read_segments(predictor, back).text == read_segments(predictor, seg).text
     # a cut through blank space beside the ink changes nothing
     assert len(split_segment(seg, 0, seg.segments[0].box.x0 - 3).segments) == 3
+
+
+# --------------------------------------------------------------------------- recognition-driven segmentation
+
+def _synth_numbers(digits, style, n, count, seed):
+    from training.number_synth import number_image
+    rng = np.random.default_rng([seed, n])
+    return [number_image(digits.images, digits.labels, rng, n, style) for _ in range(count)]
+
+
+@pytest.mark.parametrize("style, least", [("separated", 18), ("close", 17), ("touching", 9)])
+def test_synthetic_numbers_are_read(predictor, digits, style, least):
+    """Numbers made by the generator from training digits (the development set): the
+    digits read left to right, and at least the expected share exactly."""
+    numbers = _synth_numbers(digits, style, 3, 20, seed=5)
+    readings = [read_number(predictor, img) for img, _ in numbers]
+    right = sum(r.text == text for r, (_, text) in zip(readings, numbers))
+    assert right >= least
+    for r in readings:
+        xs = [d.box.x0 for d in r.digits]
+        assert xs == sorted(xs)
+
+
+def test_touching_pair_is_cut_through_the_ink(predictor, digits):
+    """Two digits whose ink touches form one component; the cut between them goes
+    through it, and each side reads as its digit."""
+    from mnist_desktop.core.numbers import label_components
+    pairs = right = 0
+    for img, text in _synth_numbers(digits, "touching", 2, 16, seed=8):
+        ink = img if img[0, 0] < 128 else 255 - img
+        if label_components(ink >= 0.3 * 255)[1] != 1:
+            continue                     # not one component: not the case under test
+        pairs += 1
+        reading = read_number(predictor, img)
+        right += reading.text == text
+        if reading.text == text:
+            a, b = reading.digits
+            assert a.box.x0 < b.box.x0 and a.box.x1 <= b.box.x1
+    assert pairs >= 8 and right >= 0.6 * pairs
+
+
+def test_broken_digits_are_merged_back(predictor, digits):
+    """A digit whose ink is in two pieces (a gap cut through it) still reads as one
+    digit, beside its neighbours."""
+    picks = [int(np.flatnonzero(digits.labels == d)[3]) for d in (1, 5, 7)]
+    image = _number_image(digits, picks, gap=6)
+    whole = read_number(predictor, image)
+    # cut the 5 (the middle digit) in two with a blank column through its middle
+    cols = np.flatnonzero(image.max(axis=0) > 0)
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
+    five = runs[1]
+    broken = image.copy()
+    broken[:, five[len(five) // 2]] = 0
+    from mnist_desktop.core.numbers import label_components
+    assert label_components(broken >= 0.3 * 255)[1] >= 4     # the 5 is now in pieces
+    reading = read_number(predictor, broken)
+    assert reading.text == whole.text == "157"
+
+
+def test_four_drawn_in_two_strokes_is_one_digit(predictor):
+    four = [[(50, 20), (40, 70), (85, 70)], [(75, 30), (75, 110)]]
+    five = [[(130, 25), (122, 62), (150, 58), (162, 80), (150, 108), (122, 104)], [(130, 25), (165, 25)]]
+    drawing = Drawing.from_lists([_stroke_one(10)] + four + five, (300, 140))
+    reading = read_number(predictor, drawing)
+    assert reading.text == "145"
+    assert len(reading.digits[1].prediction.probs) == len(predictor.labels)
+
+
+def test_one_predictor_call_per_number(predictor, digits):
+    """Every candidate digit goes to the model in one batch: one call per number."""
+    calls = []
+    real = predictor.predict_images
+
+    def counting(images, keep_images=False):
+        calls.append(len(images))
+        return real(images, keep_images)
+
+    predictor.predict_images = counting
+    try:
+        img, _ = _synth_numbers(digits, "touching", 4, 1, seed=3)[0]
+        read_number(predictor, img)
+    finally:
+        del predictor.predict_images
+    assert len(calls) == 1 and calls[0] >= 4

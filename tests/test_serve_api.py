@@ -249,3 +249,95 @@ def test_the_api_matches_its_preprocessing(loaded, digits):
                       headers={"Content-Type": "application/x-gray8"}).json()
     probs, _, _ = loaded.predictor.probabilities(preprocess(img, loaded.predictor.options)[None])
     assert body["confidence"] == pytest.approx(float(probs[0].max()), abs=1e-6)
+
+
+def test_a_batch_with_a_blank_image_fails_that_request_only(loaded, digits):
+    """Small images are preprocessed together with their batch; one with nothing to
+    classify gets its own 400 and the others the answers they get alone."""
+    import httpx
+
+    imgs, _ = digits
+    app = create_app(loaded, max_wait=0.01)
+    blank = np.zeros((28, 28), np.uint8)
+    inputs = [imgs[0], blank, imgs[1], imgs[2], blank, imgs[3]]
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                reqs = [c.post("/predict?width=28&height=28", content=img.tobytes(),
+                               headers={"Content-Type": "application/x-gray8"}) for img in inputs]
+                return await asyncio.gather(*reqs)
+
+    responses = asyncio.run(run())
+    for img, r in zip(inputs, responses):
+        if img is blank:
+            assert r.status_code == 400 and "nothing to classify" in r.json()["error"]["message"]
+        else:
+            assert r.status_code == 200
+            exp = loaded.predictor.predict(img)
+            assert r.json()["prediction"] == exp.label
+            assert r.json()["confidence"] == pytest.approx(exp.confidence, abs=1e-6)
+    assert app.state.batcher.stats.largest_batch > 1
+
+
+def test_batched_preprocessing_is_preprocess_one_by_one(loaded, digits):
+    from mnist_desktop.core.preprocess import EmptyInputError
+    from mnist_desktop.service.api import ApiError, SmallGray, prepare_batch
+
+    imgs, _ = digits
+    opts = loaded.predictor.options
+    items = [SmallGray(img.astype(np.float32) / 255) for img in imgs[:8]]
+    items.insert(3, SmallGray(np.zeros((28, 28), np.float32)))
+    items.append(preprocess(imgs[9], opts))          # an already preprocessed 28x28
+    items.append(SmallGray(imgs[10][:20, :25].astype(np.float32) / 255))   # another size, alone
+    batch, rows = prepare_batch(items, opts)
+    assert isinstance(rows[3], ApiError) and rows[3].status == 400
+    with pytest.raises(EmptyInputError):
+        preprocess(np.zeros((28, 28), np.float32), opts)
+    for item, row in zip(items, rows):
+        if isinstance(row, ApiError):
+            continue
+        src = item.gray if isinstance(item, SmallGray) else None
+        expected = preprocess(src, opts) if src is not None else item
+        assert np.array_equal(batch[row], expected)
+
+
+def test_two_batches_in_flight():
+    """With two workers, a second batch runs while the first is still in its forward pass
+    (the barrier only opens when both are inside ``forward`` at once)."""
+    import threading
+
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def forward(batch):
+        both_inside.wait()
+        n = len(batch)
+        return np.full((n, 10), 0.1, np.float32), np.zeros(n, bool), np.zeros(n, np.float32)
+
+    async def run():
+        b = MicroBatcher(forward, max_batch=1, workers=2)
+        await b.start()
+        out = await asyncio.gather(b.submit(np.zeros((28, 28))), b.submit(np.ones((28, 28))))
+        await b.stop()
+        return b.stats, out
+
+    stats, out = asyncio.run(run())
+    assert stats.batches == 2 and stats.largest_batch == 1 and all(p.shape == (10,) for p, _, _ in out)
+
+
+def test_the_batcher_runs_again_after_a_stop():
+    """An app's lifespan may run more than once (test clients, fuzzers)."""
+    def forward(batch):
+        n = len(batch)
+        return np.full((n, 10), 0.1, np.float32), np.zeros(n, bool), np.zeros(n, np.float32)
+
+    async def run():
+        b = MicroBatcher(forward)
+        for _ in range(2):
+            await b.start()
+            probs, _, _ = await b.submit(np.zeros((28, 28)))
+            await b.stop()
+        return probs
+
+    assert asyncio.run(run()).shape == (10,)

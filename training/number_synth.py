@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-STYLES = ("separated", "touching")
+STYLES = ("separated", "close", "touching")
 INK = 0.3   # the ink level core.numbers counts as ink
 
 
@@ -30,15 +30,17 @@ def _scaled(crop: np.ndarray, height: int) -> np.ndarray:
                       np.float32) / 255.0
 
 
-def _touches(canvas: np.ndarray, piece: np.ndarray, x: int, y: int) -> bool:
-    """Whether ``piece`` placed at (x, y) has ink 8-adjacent to ink already on ``canvas``."""
+def _touches(canvas: np.ndarray, piece: np.ndarray, x: int, y: int, reach: int = 1) -> bool:
+    """Whether ``piece`` placed at (x, y) has ink within ``reach`` pixels (8-adjacent for
+    1) of ink already on ``canvas``."""
     h, w = piece.shape
-    region = canvas[max(0, y - 1):y + h + 1, max(0, x - 1):x + w + 1] >= INK
+    r = reach
+    region = canvas[max(0, y - r):y + h + r, max(0, x - r):x + w + r] >= INK
     grown = np.zeros_like(region)
-    oy, ox = y - max(0, y - 1), x - max(0, x - 1)
+    oy, ox = y - max(0, y - r), x - max(0, x - r)
     mask = piece >= INK
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
             ys, xs = oy + dy, ox + dx
             sub = grown[max(0, ys):ys + h, max(0, xs):xs + w]
             src = mask[max(0, -ys):max(0, -ys) + sub.shape[0], max(0, -xs):max(0, -xs) + sub.shape[1]]
@@ -47,15 +49,20 @@ def _touches(canvas: np.ndarray, piece: np.ndarray, x: int, y: int) -> bool:
 
 
 def number_image(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, n: int,
-                 style: str = "separated", dark_on_light: bool | None = None) -> tuple[np.ndarray, str]:
+                 style: str = "separated", dark_on_light: bool | None = None,
+                 placements: list | None = None) -> tuple[np.ndarray, str]:
     """A uint8 image of ``n`` random digits from ``images`` (28x28, white on black) written
     in a row, and the digits as a string.
 
     Every digit keeps its own size (80-100% of the line height) and sits on a drifting
     baseline (a slow random walk, +-15% of the height). ``separated``: 2-9 px between the
-    ink of neighbours (28-px digits); ``touching``: each digit is moved left until its ink
-    touches its neighbour's (and 0-2 px further, so that strokes overlap). ``dark_on_light``
-    (None: either, at random) turns it into a scan-like image.
+    boxes of neighbours (28-px digits); ``close``: each digit is moved left as long as its
+    ink stays 2-3 px from its neighbour's (the boxes may overlap, the ink does not touch);
+    ``touching``: moved left until its ink touches its neighbour's (and 0-2 px further, so
+    that strokes overlap). ``dark_on_light``
+    (None: either, at random) turns it into a scan-like image. ``placements``, when
+    given, receives ``(x, y, ink)`` for every digit: where its float ink crop (0..1,
+    white on black) lies in the image.
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}")
@@ -74,6 +81,11 @@ def number_image(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
         if k:
             if style == "separated":
                 x = right_edge + int(rng.integers(2, 10))
+            elif style == "close":
+                reach = int(rng.integers(2, 4))
+                x = right_edge + 1
+                while x > right_edge - c.shape[1] // 2 and not _touches(canvas, c, x - 1, y, reach):
+                    x -= 1
             else:
                 x = right_edge + 1
                 while x > right_edge - c.shape[1] // 2 and not _touches(canvas, c, x, y):
@@ -82,6 +94,8 @@ def number_image(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
         region = canvas[y:y + c.shape[0], x:x + c.shape[1]]
         np.maximum(region, c, out=region)
         right_edge = max(right_edge, x + c.shape[1])
+        if placements is not None:
+            placements.append((x, y, c))
     cols = np.flatnonzero(canvas.max(axis=0) > 0)
     canvas = canvas[:, :cols[-1] + 1 + margin]
     out = (canvas * 255).astype(np.uint8)

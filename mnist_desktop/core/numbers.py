@@ -2,23 +2,30 @@
 
 :func:`read_number` is the entry point (the canvas in number mode, ``classify --number``,
 the HTTP API): it segments the input (:func:`segment`), sends every segment through the one
-preprocessing path (:func:`~mnist_desktop.core.preprocess.preprocess`) and the predictor in
-one batch, and returns a :class:`~mnist_desktop.core.recognition.Recognition` (here called
+preprocessing path (:func:`~mnist_desktop.core.preprocess.preprocess`) and the predictor,
+and returns a :class:`~mnist_desktop.core.recognition.Recognition` (here called
 :data:`NumberReading`) whose digits carry their boxes.
 
-Segmentation
-------------
-* **Strokes** are grouped by position and connectivity: strokes whose horizontal extents
-  overlap substantially (the two strokes of a 4, the bar of a 5) or whose ink touches form
-  one digit. A group much wider than tall (digits written in one stroke, or touching) is
-  split like an image component, and its strokes are clipped at the cut.
-* **Images**: the ink map (the same polarity, background and contrast handling as
-  preprocessing) is thresholded and its connected components found; fragments that
-  overlap horizontally are merged (a broken 5 or 4), specks dropped. A component too wide
-  for one digit is split where the ink is thinnest: for each plausible number of digits,
-  cuts go at the minimum of the vertical ink projection near the expected positions, and
-  the classifier picks the reading whose pieces it is most sure of (recognition-driven
-  segmentation).
+Segmentation is recognition-driven (the usual approach for handwritten digit strings):
+
+1. **Over-segment.** The input is cut into pieces that are at most one digit each. An
+   image's ink map (the same polarity, background and contrast handling as preprocessing)
+   is thresholded and its connected components found, specks dropped. A drawing's pieces
+   are its strokes. A component (or a stroke) wide enough to hold more than one digit is
+   cut further where the ink is thin: candidate cut paths run from top to bottom through
+   the least ink (a shortest path that may weave between touching strokes, within a band
+   around its column; straight cuts for strokes, which are clipped exactly).
+2. **Group.** Every run of consecutive pieces (left to right) no wider than a digit can be
+   is a candidate digit. All candidates go through preprocessing and the predictor in ONE
+   batch; each is scored by the log probability of its best class, the plausibility of
+   its width and height against the line's ink height, empty gaps inside it, the
+   "not a digit" rule of the model, and the ink its cuts cross.
+3. **Choose** the grouping of the pieces into digits with the best total score (dynamic
+   programming over the pieces). Broken digits (a 5 whose bar is a separate stroke, a 4 in
+   two strokes) are merged back this way, touching digits split.
+
+The weights live in :class:`SegmentationConfig` (tuned on numbers made from training digits
+and generated drawings, ``python -m training.number_bench``).
 
 A reading of one segment is the reading of the whole input, exactly as
 :func:`~mnist_desktop.core.recognition.recognize` gives it: a single digit reads the same
@@ -37,10 +44,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnist_desktop.core.predictor import Prediction, Predictor
+from mnist_desktop.core.predictor import NOT_A_DIGIT, Prediction, Predictor
 from mnist_desktop.core.preprocess import (
-    Drawing, EmptyInputError, Input, PreprocessOptions, Stroke, clean_ink, gray_to_ink, image_to_gray,
-    preprocess, working_copy,
+    Drawing, EmptyInputError, Input, PreprocessOptions, Stroke, clean_ink, fits_small_batch, gray_to_ink,
+    image_to_gray, preprocess, preprocess_small_batch, working_copy,
 )
 from mnist_desktop.core.recognition import Box, DigitReading, Recognition, recognize
 
@@ -49,10 +56,30 @@ from mnist_desktop.core.recognition import Box, DigitReading, Recognition, recog
 NumberReading = Recognition
 
 INK_THRESHOLD = 0.3       # ink-map level that counts as ink for connectivity
-WIDE = 1.0                # a segment wider than this x its height may hold several digits
-SPLIT_MARGIN = 0.7        # log-odds a split must gain over one digit when not surely wide
-SURELY_WIDE = 1.6         # ... and wider than this surely does (never read as one digit)
-MAX_DIGITS = 12           # per component
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """How pieces are cut and grouped into digits. Lengths are fractions of the line's
+    ink height; weights are in units of log probability."""
+
+    cut_from: float = 0.45        # a piece of ink narrower than this is never cut
+    stroke_cut_from: float = 1.2  # a stroke narrower than this is never cut
+    cut_margin: float = 0.1       # a cut leaves at least this much on either side
+    cut_spacing: float = 0.15     # two cuts of one piece lie at least this far apart
+    cut_bands: tuple[float, ...] = (0.0, 0.12, 0.25)   # cut paths stray at most this far from
+    #                                                   their column (0: straight cuts)
+    cut_max_strokes: float = 3.0  # a cut crosses at most this many strokes' width of ink
+    max_width: float = 1.6        # a digit of several pieces spans at most this
+    max_pieces: int = 6           # ... and at most this many pieces
+    wide_from: float = 0.8       # a digit wider than this x its height ...
+    wide_weight: float = 1.0      # ... costs this per unit of excess width
+    short_below: float = 0.7     # a digit shorter than this ...
+    short_weight: float = 16.0     # ... costs this per unit of missing height
+    gap_weight: float = 4.0       # empty columns inside a digit, per line height
+    not_digit_weight: float = 1.0  # a candidate the model flags "not a digit"
+    digit_bonus: float = 0.0      # every digit read (balances the log probabilities)
+    cut_weight: float = 0.5       # per stroke of ink a chosen cut crosses
 
 
 @dataclass(frozen=True)
@@ -62,7 +89,8 @@ class Segment:
     ``box`` is in the input's pixel coordinates (canvas pixels for a drawing). ``source``
     is what goes through preprocessing: a :class:`Drawing` of the digit's strokes (clipped
     at a cut) or, for an image, the float ink crop of ``box`` holding only this digit's ink
-    (0 = background, 1 = ink; at the working resolution, see ``scale``).
+    (0 = background, 1 = ink; at the working resolution, see ``scale``). ``prediction``
+    is the model's reading of ``source`` when segmentation already made it.
     """
 
     box: Box
@@ -70,6 +98,7 @@ class Segment:
     scale: float = 1.0    # input pixels per pixel of an ink crop (working_copy's reduction)
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)  # image: unpadded ink
     origin: tuple[float, float] = (0.0, 0.0)   # image: the crop's position in the ink map
+    prediction: Prediction | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -85,58 +114,62 @@ class Segmentation:
 
 # --------------------------------------------------------------------------- public API
 
-def read_number(predictor: Predictor, source: Input, split: bool = True) -> NumberReading:
+def read_number(predictor: Predictor, source: Input, split: bool = True,
+                config: SegmentationConfig | None = None) -> NumberReading:
     """Read ``source`` (strokes, PIL image, 2-D array) as a number, digits left to right.
 
-    ``split=False`` keeps each connected piece of ink (each stroke group) whole, without
-    splitting wide ones.
+    ``split=False`` keeps each connected piece of ink (each group of overlapping strokes)
+    whole: no cuts, no recognition-driven grouping.
 
     Raises :class:`~mnist_desktop.core.preprocess.EmptyInputError` when there is no ink.
     """
-    seg = segment(source, predictor.options, predictor if split else None)
+    seg = segment(source, predictor.options, predictor if split else None, config)
     return read_segments(predictor, seg)
 
 
 def read_segments(predictor: Predictor, seg: Segmentation) -> NumberReading:
-    """Classify every segment (one batch) and return the reading. A single segment reads
-    the whole input, as :func:`recognize` does."""
+    """The reading of the segments (those segmentation has not read yet, in one batch).
+    A single segment reads the whole input, as :func:`recognize` does."""
     if not seg.segments:
         raise EmptyInputError()
     if len(seg.segments) == 1 and seg.whole is not None:
         return recognize(predictor, seg.whole)
-    preds = _predict_sources(predictor, [s.source for s in seg.segments])
+    preds = [s.prediction for s in seg.segments]
+    todo = [k for k, p in enumerate(preds) if p is None]
+    if todo:
+        for k, p in zip(todo, _predict_sources(predictor, [seg.segments[k].source for k in todo])):
+            preds[k] = p
     return Recognition([DigitReading(s.box, p) for s, p in zip(seg.segments, preds)])
 
 
 def segment(source: Input, options: PreprocessOptions | None = None,
-            predictor: Predictor | None = None) -> Segmentation:
+            predictor: Predictor | None = None, config: SegmentationConfig | None = None) -> Segmentation:
     """Split ``source`` into digit segments, left to right.
 
-    With a ``predictor``, wide pieces are split where the classifier reads the pieces best;
-    without, wide pieces stay whole.
+    With a ``predictor``, the input is over-segmented and its pieces grouped into the
+    digits the classifier reads best (see the module's notes); without, each connected
+    piece of ink (group of overlapping strokes) is one segment.
     """
     options = options or PreprocessOptions()
+    config = config or SegmentationConfig()
     if isinstance(source, Drawing):
-        return _segment_drawing(source, predictor)
-    return _segment_image(source, options, predictor)
+        return _segment_drawing(source, predictor, config)
+    return _segment_image(source, options, predictor, config)
 
 
 def merge_segments(seg: Segmentation, i: int) -> Segmentation:
     """``seg`` with segments ``i`` and ``i + 1`` joined into one."""
     if not 0 <= i < len(seg.segments) - 1:
         raise IndexError(f"no segments {i} and {i + 1} to merge")
-    a, b = seg.segments[i], seg.segments[i + 1]
-    merged = _merge_pair(a, b)
+    merged = _merge_pair(seg.segments[i], seg.segments[i + 1])
     segments = seg.segments[:i] + [merged] + seg.segments[i + 2:]
-    return Segmentation(segments, seg.kind, seg.whole if len(segments) == 1 else seg.whole,
-                        seg.ink, seg.scale)
+    return Segmentation(segments, seg.kind, seg.whole, seg.ink, seg.scale)
 
 
 def split_segment(seg: Segmentation, i: int, x: float) -> Segmentation:
     """``seg`` with segment ``i`` cut in two at ``x`` (input coordinates); a cut that
     leaves no ink on one side changes nothing."""
-    s = seg.segments[i]
-    pieces = _cut(s, [x])
+    pieces = _cut(seg.segments[i], [x])
     if len(pieces) < 2:
         return seg
     return Segmentation(seg.segments[:i] + pieces + seg.segments[i + 1:], seg.kind, seg.whole,
@@ -154,15 +187,253 @@ def _predict_sources(predictor: Predictor, sources: Sequence[Input]) -> list[Pre
     return predictor.predict_images(images, keep_images=True)
 
 
-def _read_score(predictor: Predictor, sources: Sequence[Input]) -> float:
-    """How sure the classifier is of a candidate split: the log probability that every
-    piece reads right (sum of log confidences; more pieces must each earn their place) (a piece that is no digit, or two digits, reads with low confidence)."""
-    try:
-        images = np.stack([preprocess(src, predictor.options) for src in sources])
-    except EmptyInputError:
+def _predict_candidates(predictor: Predictor, sources: Sequence[Input]) -> list[Prediction | None]:
+    """The prediction of every candidate source, in ONE predictor call (None where
+    preprocessing finds nothing to classify). Small ink crops go through
+    :func:`preprocess_small_batch` (bit for bit :func:`preprocess`), centred in a common
+    frame of background (which leaves preprocessing's result unchanged)."""
+    images: list[np.ndarray | None] = [None] * len(sources)
+    crops = [k for k, s in enumerate(sources) if isinstance(s, np.ndarray)]
+    if crops:
+        fh = max(sources[k].shape[0] for k in crops)
+        fw = max(sources[k].shape[1] for k in crops)
+        if fits_small_batch(fh, fw):
+            frame = np.zeros((len(crops), fh, fw), np.float32)
+            for n, k in enumerate(crops):
+                h, w = sources[k].shape
+                oy, ox = (fh - h) // 2, (fw - w) // 2
+                frame[n, oy:oy + h, ox:ox + w] = sources[k]
+            for k, out in zip(crops, preprocess_small_batch(frame, predictor.options)):
+                images[k] = out if isinstance(out, np.ndarray) else None
+            done = set(crops)
+        else:
+            done = set()
+    else:
+        done = set()
+    for k, src in enumerate(sources):
+        if k in done:
+            continue
+        try:
+            images[k] = preprocess(src, predictor.options)
+        except EmptyInputError:
+            images[k] = None
+    keep = [k for k, im in enumerate(images) if im is not None]
+    out: list[Prediction | None] = [None] * len(sources)
+    if keep:
+        for k, p in zip(keep, predictor.predict_images(np.stack([images[k] for k in keep]), keep_images=True)):
+            out[k] = p
+    return out
+
+
+# --------------------------------------------------------------------------- grouping
+
+@dataclass
+class _Candidate:
+    """A run of pieces ``[i, j)`` read as one digit."""
+
+    i: int
+    j: int
+    segment: Segment
+    width: float       # in line heights
+    height: float
+    gap: float         # empty columns inside, in line heights
+    prediction: Prediction | None = None
+
+
+def _candidate_runs(boxes: np.ndarray, line_h: float, config: SegmentationConfig):
+    """The runs ``(i, j)`` of consecutive pieces (boxes ``x0, y0, x1, y1``, left to
+    right) that may form one digit, with their width, height and inner gap (line heights)."""
+    n = len(boxes)
+    for i in range(n):
+        for j in range(i + 1, min(n, i + config.max_pieces) + 1):
+            b = boxes[i:j]
+            x0, x1 = float(b[:, 0].min()), float(b[:, 2].max())
+            width = (x1 - x0) / line_h
+            if j - i > 1 and width > config.max_width:
+                break
+            height = (float(b[:, 3].max()) - float(b[:, 1].min())) / line_h
+            yield i, j, width, height, _inner_gap(b[:, 0], b[:, 2]) / line_h
+
+
+def _inner_gap(x0s: np.ndarray, x1s: np.ndarray) -> float:
+    """Length of the x-span of the intervals ``[x0, x1)`` that none of them covers."""
+    order = np.argsort(x0s, kind="stable")
+    gap, reach = 0.0, float(x1s[order[0]])
+    for k in order[1:]:
+        if x0s[k] > reach:
+            gap += float(x0s[k]) - reach
+        reach = max(reach, float(x1s[k]))
+    return gap
+
+
+def candidate_score(c: _Candidate, config: SegmentationConfig) -> float:
+    """How plausible a candidate is as one digit (log-probability units; -inf when
+    preprocessing found nothing in it)."""
+    p = c.prediction
+    if p is None:
         return -math.inf
-    probs, _, _ = predictor.probabilities(images)
-    return float(np.sum(np.log(np.maximum(probs.max(axis=1), 1e-9))))
+    score = math.log(max(p.confidence, 1e-6)) + config.digit_bonus
+    aspect = c.width / max(c.height, 0.8)
+    score -= config.wide_weight * max(0.0, aspect - config.wide_from)
+    score -= config.short_weight * max(0.0, config.short_below - c.height)
+    score -= config.gap_weight * c.gap
+    if p.uncertain and p.reason == NOT_A_DIGIT:
+        score -= config.not_digit_weight
+    return score
+
+
+def _best_grouping(candidates: Sequence[_Candidate], n: int, cut_cost: np.ndarray,
+                   config: SegmentationConfig) -> list[_Candidate]:
+    """The candidates that cover pieces ``0..n-1`` once each, left to right, with the best
+    total score (dynamic programming); ``cut_cost[i]``: strokes of ink cut between pieces
+    ``i - 1`` and ``i`` when a digit starts at ``i``."""
+    by_end: list[list[_Candidate]] = [[] for _ in range(n + 1)]
+    for c in candidates:
+        by_end[c.j].append(c)
+    best = [-math.inf] * (n + 1)
+    back: list[_Candidate | None] = [None] * (n + 1)
+    best[0] = 0.0
+    for j in range(1, n + 1):
+        for c in by_end[j]:
+            if best[c.i] == -math.inf:
+                continue
+            s = candidate_score(c, config)
+            if s == -math.inf:
+                continue
+            v = best[c.i] + s - (config.cut_weight * float(cut_cost[c.i]) if c.i else 0.0)
+            if v > best[j]:
+                best[j], back[j] = v, c
+        if back[j] is None:   # nothing readable ends here: let the last piece stand alone
+            prev = next(k for k in range(j - 1, -1, -1) if best[k] > -math.inf)
+            best[j] = best[prev] - 20.0
+            back[j] = None
+    out: list[_Candidate] = []
+    j = n
+    while j > 0:
+        c = back[j]
+        if c is None:
+            j -= 1      # an unreadable piece (no candidate): dropped
+            continue
+        out.append(c)
+        j = c.i
+    return out[::-1]
+
+
+def _choose(predictor: Predictor, candidates: list[_Candidate], n: int, cut_cost: np.ndarray,
+            config: SegmentationConfig) -> list[Segment]:
+    preds = _predict_candidates(predictor, [c.segment.source for c in candidates])
+    for c, p in zip(candidates, preds):
+        c.prediction = p
+    chosen = _best_grouping(candidates, n, cut_cost, config)
+    return [Segment(c.segment.box, c.segment.source, c.segment.scale, c.segment.crop, c.segment.origin,
+                    c.prediction) for c in chosen]
+
+
+# --------------------------------------------------------------------------- cut paths
+
+def line_height(mask: np.ndarray) -> float:
+    """The ink height of a line of digits: a high percentile of the vertical extent of the
+    ink, column by column (each column sees its own digit, so baseline drift does not add
+    to it)."""
+    cols = mask.any(axis=0)
+    if not cols.any():
+        return 1.0
+    h = mask.shape[0]
+    top = np.argmax(mask, axis=0)
+    bottom = h - np.argmax(mask[::-1], axis=0)
+    return float(max(1.0, np.percentile((bottom - top)[cols], 95)))
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width of a mask: twice its area over its outline length."""
+    m = mask.astype(np.int8)
+    outline = np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum() + 2 * (m[0].sum() + m[:, 0].sum())
+    return float(max(1.0, 2 * m.sum() / max(int(outline), 1)))
+
+
+def cut_paths(ink: np.ndarray, line_h: float, stroke: float, band: float,
+              config: SegmentationConfig) -> list[tuple[np.ndarray, float]]:
+    """Candidate cuts through the ink of one piece (``ink``: its crop, 0 outside it):
+    top-to-bottom paths through the least ink, each within ``band`` x ``line_h`` of its
+    column (0: straight cuts). Returns ``(x per row, strokes crossed)`` for each, left to
+    right: local minima of the path cost over the columns, at most
+    ``config.cut_max_strokes`` strokes, at least ``config.cut_spacing`` apart."""
+    h, w = ink.shape
+    f = max(1, int(line_h // 32))          # paths are found at about 32 px per line height
+    small = ink if f == 1 else np.asarray(Image.fromarray(np.ascontiguousarray(ink, np.float32), "F").reduce(f),
+                                          np.float32)
+    hs, ws = small.shape
+    margin = max(1, int(round(config.cut_margin * line_h / f)))
+    if ws < 2 * margin + 1:
+        return []
+    r = int(round(band * line_h / f))
+    offs = np.arange(-r, r + 1)
+    xs = np.arange(ws)[:, None] + offs[None, :]
+    valid = (xs >= 0) & (xs < ws)
+    xs_c = np.clip(xs, 0, ws - 1)
+    big = np.float32(1e6)
+    bias = (0.004 * np.abs(offs)).astype(np.float32)[None, :]
+    cost = np.where(valid, small[0][xs_c] + bias, big)
+    choice = np.ones((hs, ws, len(offs)), np.int8)
+    for y in range(1, hs):
+        if r:
+            left = np.full_like(cost, big)
+            left[:, 1:] = cost[:, :-1] + 0.01
+            right = np.full_like(cost, big)
+            right[:, :-1] = cost[:, 1:] + 0.01
+            stack = np.stack([left, cost, right])
+            ch = stack.argmin(axis=0)
+            choice[y] = ch
+            cost = np.take_along_axis(stack, ch[None], axis=0)[0]
+        cost = cost + np.where(valid, small[y][xs_c] + bias, big)
+    total = cost.min(axis=1)
+    end = cost.argmin(axis=1)
+    strokes = total * f / max(stroke, 1e-6)
+    lo, hi = margin, ws - margin
+    smooth = strokes.copy()
+    smooth[1:-1] = np.minimum(strokes[1:-1], (strokes[:-2] + strokes[1:-1] + strokes[2:]) / 3)
+    order = sorted(range(lo, hi), key=lambda c: (round(float(smooth[c]), 2), abs(c - (lo + hi) / 2)))
+    spacing = max(1.0, config.cut_spacing * line_h / f)
+    max_cuts = int(math.ceil(2.5 * w / line_h)) + 1
+    chosen: list[tuple[np.ndarray, float]] = []
+    for c in order:
+        if strokes[c] > config.cut_max_strokes or len(chosen) >= max_cuts:
+            break
+        if not (smooth[c] <= smooth[c - 1] + 1e-6 and smooth[c] <= smooth[min(c + 1, ws - 1)] + 1e-6):
+            continue
+        path = np.empty(hs, np.int64)
+        d = int(end[c])
+        for y in range(hs - 1, -1, -1):
+            path[y] = c + offs[d]
+            if y:
+                d += int(choice[y, c, d]) - 1
+        if any(np.abs(path - p).mean() < spacing for p, _ in chosen):
+            continue
+        chosen.append((path, float(strokes[c])))
+    chosen.sort(key=lambda pc: float(pc[0].mean()))
+    out = []
+    prev = None
+    for path, s in chosen:
+        full = np.minimum(np.repeat(path, f)[:h] * f + f // 2, w - 1) if f > 1 else path
+        if prev is not None:
+            full = np.maximum(full, prev)    # cuts never cross
+        out.append((full, s))
+        prev = full
+    return out
+
+
+def _union_paths(sets: Sequence[list[tuple[np.ndarray, float]]], spacing: float) -> list[tuple[np.ndarray, float]]:
+    """The cuts of several searches, the cheapest of near-duplicates kept, left to right,
+    made not to cross."""
+    chosen: list[tuple[np.ndarray, float]] = []
+    for path, s in sorted((pc for paths in sets for pc in paths), key=lambda pc: pc[1]):
+        if all(np.abs(path - p).mean() >= max(1.0, spacing) for p, _ in chosen):
+            chosen.append((path, s))
+    chosen.sort(key=lambda pc: float(pc[0].mean()))
+    out: list[tuple[np.ndarray, float]] = []
+    for path, s in chosen:
+        out.append((np.maximum(path, out[-1][0]) if out else path, s))
+    return out
 
 
 # --------------------------------------------------------------------------- images
@@ -247,13 +518,16 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, len(roots)
 
 
+
 @dataclass
 class _Piece:
+    """A connected component (or several merged) of the thresholded ink map."""
+
     x0: int
     y0: int
     x1: int
     y1: int
-    mask: np.ndarray          # boolean, full ink-map size restricted later
+    labels: tuple[int, ...]
     area: int
 
     @property
@@ -264,31 +538,116 @@ class _Piece:
     def height(self) -> int:
         return self.y1 - self.y0
 
+    def mask(self, labels: np.ndarray) -> np.ndarray:
+        """The piece's pixels within its box."""
+        sub = labels[self.y0:self.y1, self.x0:self.x1]
+        return sub == self.labels[0] if len(self.labels) == 1 else np.isin(sub, self.labels)
 
-def _segment_image(source: Input, options: PreprocessOptions, predictor: Predictor | None) -> Segmentation:
+
+def _components(labels: np.ndarray, n: int) -> list[_Piece]:
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs]
+    area = np.bincount(lab, minlength=n + 1)
+    x0 = np.full(n + 1, labels.shape[1]); np.minimum.at(x0, lab, xs)
+    y0 = np.full(n + 1, labels.shape[0]); np.minimum.at(y0, lab, ys)
+    x1 = np.zeros(n + 1, np.int64); np.maximum.at(x1, lab, xs + 1)
+    y1 = np.zeros(n + 1, np.int64); np.maximum.at(y1, lab, ys + 1)
+    return [_Piece(int(x0[k]), int(y0[k]), int(x1[k]), int(y1[k]), (k,), int(area[k])) for k in range(1, n + 1)]
+
+
+def _segment_image(source: Input, options: PreprocessOptions, predictor: Predictor | None,
+                   config: SegmentationConfig) -> Segmentation:
     ink, scale = _ink_map(source, options)
     mask = ink >= INK_THRESHOLD
     if not mask.any():
         raise EmptyInputError()
     labels, n = label_components(mask)
-    pieces: list[_Piece] = []
-    for lab in range(1, n + 1):
-        ys, xs = np.nonzero(labels == lab)
-        pieces.append(_Piece(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1,
-                             labels == lab, len(xs)))
-    pieces = _merge_overlapping(pieces)
-    pieces = _drop_specks(pieces)
-    pieces.sort(key=lambda p: p.x0)
-    segments = [_image_segment(ink, p, scale) for p in pieces]
-    line_h = max(p.height for p in pieces)
-    if predictor is not None:
-        segments = [part for s in segments for part in _split_wide(s, line_h / scale, predictor)]
+    pieces = _drop_specks(_components(labels, n))
+    if predictor is None:
+        pieces = _merge_overlapping(pieces)
+        pieces.sort(key=lambda p: p.x0)
+        return Segmentation([_image_segment(ink, labels, p, scale) for p in pieces], "image", source, ink, scale)
+    kept = np.isin(labels, [p.labels[0] for p in pieces]) if len(pieces) < n else mask
+    line_h = line_height(kept)
+    stroke = _stroke_width(kept)
+    atoms, boxes, cut_cost = _image_atoms(ink, labels, pieces, line_h, stroke, config)
+    candidates = []
+    for i, j, width, height, gap in _candidate_runs(boxes, line_h, config):
+        candidates.append(_Candidate(i, j, _atoms_segment(ink, atoms, boxes, i, j, scale), width, height, gap))
+    segments = _choose(predictor, candidates, len(boxes), cut_cost, config)
     return Segmentation(segments, "image", source, ink, scale)
+
+
+def _image_atoms(ink: np.ndarray, labels: np.ndarray, pieces: list[_Piece], line_h: float, stroke: float,
+                 config: SegmentationConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over-segment: every component, cut along its candidate paths. Returns the map of
+    pieces (1..n, left to right by their centre of ink; 0 = none), their boxes
+    ``(n, 4)`` and the strokes of ink cut between piece ``i - 1`` and ``i``."""
+    atoms = np.zeros(labels.shape, np.int32)
+    info: list[tuple[float, int, int, tuple[int, int, int, int]]] = []   # centre x, comp, order, box
+    cuts: dict[tuple[int, int], float] = {}
+    next_id = 1
+    for comp, p in enumerate(pieces):
+        m = p.mask(labels)
+        paths = []
+        if p.width >= config.cut_from * line_h:
+            crop = np.where(m, ink[p.y0:p.y1, p.x0:p.x1], 0.0)
+            paths = _union_paths([cut_paths(crop, line_h, stroke, band, config) for band in config.cut_bands],
+                                 config.cut_spacing * line_h)
+        if paths:
+            cols = np.arange(p.width)[None, :]
+            part = np.zeros(m.shape, np.int32)
+            for path, _ in paths:
+                part += cols >= path[:, None]
+        else:
+            part = np.zeros(m.shape, np.int32)
+        order = 0
+        last_cut = math.inf
+        for q in range(len(paths) + 1):
+            sel = m & (part == q)
+            if q:
+                last_cut = min(last_cut, paths[q - 1][1])
+            if not sel.any():
+                continue
+            ys, xs = np.nonzero(sel)
+            atoms[p.y0:p.y1, p.x0:p.x1][sel] = next_id
+            box = (p.x0 + int(xs.min()), p.y0 + int(ys.min()), p.x0 + int(xs.max()) + 1, p.y0 + int(ys.max()) + 1)
+            info.append((p.x0 + float(xs.mean()), comp, order, box))
+            if order:
+                cuts[(comp, order)] = last_cut
+            last_cut = math.inf
+            order += 1
+            next_id += 1
+    rank = sorted(range(len(info)), key=lambda k: info[k][0])
+    remap = np.zeros(next_id, np.int32)
+    remap[np.array(rank) + 1] = np.arange(1, len(rank) + 1)
+    atoms = remap[atoms]
+    boxes = np.array([info[k][3] for k in rank], np.float64).reshape(-1, 4)
+    position = {(info[k][1], info[k][2]): r for r, k in enumerate(rank)}
+    cut_cost = np.zeros(len(rank) + 1)
+    for (comp, order), strokes in cuts.items():
+        a, b = sorted((position[(comp, order - 1)], position[(comp, order)]))
+        cut_cost[a + 1:b + 1] += strokes     # any digit boundary between the two cuts them
+    return atoms, boxes, cut_cost
+
+
+def _atoms_segment(ink: np.ndarray, atoms: np.ndarray, boxes: np.ndarray, i: int, j: int, scale: float) -> Segment:
+    """The segment of pieces ``i..j-1``: their ink (and its faint rim) in their box."""
+    b = boxes[i:j]
+    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    sub = atoms[y0:y1, x0:x1]
+    m = (sub > i) & (sub <= j)
+    inks = ink[y0:y1, x0:x1]
+    crop = np.where(m, inks, 0.0).astype(np.float32)
+    rim = _dilate(m) & (sub == 0)
+    crop = np.where(rim, np.minimum(inks, INK_THRESHOLD), crop)
+    return _crop_segment(crop, x0, y0, scale)
 
 
 def _merge_overlapping(pieces: list[_Piece]) -> list[_Piece]:
     """Join pieces that overlap horizontally by at least half of the narrower one (or whose
-    one lies inside the other): the parts of a broken digit."""
+    one lies inside the other): the parts of a broken digit (segmentation without a
+    predictor)."""
     changed = True
     while changed:
         changed = False
@@ -299,7 +658,7 @@ def _merge_overlapping(pieces: list[_Piece]) -> list[_Piece]:
                 overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
                 if overlap >= 0.5 * min(a.width, b.width):
                     pieces[i] = _Piece(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1),
-                                       a.mask | b.mask, a.area + b.area)
+                                       a.labels + b.labels, a.area + b.area)
                     del pieces[j]
                     changed = True
                     break
@@ -315,11 +674,13 @@ def _drop_specks(pieces: list[_Piece]) -> list[_Piece]:
     return [p for p in pieces if p.area >= 0.08 * big or p.height >= 0.4 * tall]
 
 
-def _image_segment(ink: np.ndarray, p: _Piece, scale: float) -> Segment:
-    crop = np.where(p.mask[p.y0:p.y1, p.x0:p.x1], ink[p.y0:p.y1, p.x0:p.x1], 0.0).astype(np.float32)
+def _image_segment(ink: np.ndarray, labels: np.ndarray, p: _Piece, scale: float) -> Segment:
+    m = p.mask(labels)
+    inks = ink[p.y0:p.y1, p.x0:p.x1]
+    crop = np.where(m, inks, 0.0).astype(np.float32)
     # keep the faint anti-aliased rim of the piece's ink (below the threshold, beside it)
-    rim = _dilate(p.mask)[p.y0:p.y1, p.x0:p.x1] & ~p.mask[p.y0:p.y1, p.x0:p.x1]
-    crop = np.where(rim, np.minimum(ink[p.y0:p.y1, p.x0:p.x1], INK_THRESHOLD), crop)
+    rim = _dilate(m) & ~m
+    crop = np.where(rim, np.minimum(inks, INK_THRESHOLD), crop)
     return _crop_segment(crop, p.x0, p.y0, scale)
 
 
@@ -349,103 +710,7 @@ def _crop_of(s: Segment) -> tuple[np.ndarray, float, float]:
     return s.crop, s.origin[0], s.origin[1]
 
 
-# --------------------------------------------------------------------------- splitting
-
-def _split_wide(s: Segment, line_height: float, predictor: Predictor) -> list[Segment]:
-    """Split a segment too wide for one digit where the classifier reads the pieces best."""
-    h = max(s.box.height, 0.8 * line_height)
-    ratio = s.box.width / max(h, 1e-6)
-    if ratio <= WIDE:
-        return [s]
-    profile, x_of = _profile(s)
-    kmax = min(MAX_DIGITS, max(2, int(math.ceil(ratio / 0.5))))
-    kmin = max(2 if ratio > SURELY_WIDE else 1, min(kmax, int(round(ratio / 1.2))))
-    best: tuple[float, list[Segment]] = (-math.inf, [s])
-    for k in range(kmin, kmax + 1):
-        pieces = [s] if k == 1 else _best_cuts(s, profile, x_of, k, h, predictor)
-        if len(pieces) != k:
-            continue
-        score = _read_score(predictor, [p.source for p in pieces]) - _width_penalty(pieces, h)
-        if k > 1 and ratio <= SURELY_WIDE:
-            score -= SPLIT_MARGIN
-        if score > best[0]:
-            best = (score, pieces)
-    return best[1]
-
-
-def _width_penalty(pieces: Sequence[Segment], h: float) -> float:
-    """A piece much wider than a digit is unlikely to be one."""
-    return float(np.sum([max(0.0, p.box.width / max(h, 1e-6) - 1.0) for p in pieces]))
-
-
-def _best_cuts(s: Segment, profile: np.ndarray, x_of, k: int, h: float, predictor: Predictor) -> list[Segment]:
-    """Cut ``s`` into ``k`` pieces, left to right: each cut is chosen, among the thin places
-    of the ink (local minima of the vertical projection) and evenly spaced positions near
-    where a k-way split puts it, by how well the classifier reads the piece it closes (and,
-    at the last cut, the remainder), with a bonus for thin ink."""
-    n = len(profile)
-    smooth = np.convolve(profile, np.ones(3) / 3, mode="same") if n >= 3 else profile
-    peak = float(smooth.max()) + 1e-6
-    pieces: list[Segment] = []
-    rest = s
-    prev = 0
-    for j in range(1, k):
-        step = (n - prev) / (k - j + 1)
-        lo, hi = max(prev + 2, int(prev + step * 0.55)), min(n - 2, int(math.ceil(prev + step * 1.45)))
-        if hi <= lo:
-            return []
-        window = np.arange(lo, hi)
-        local = [c for c in window if smooth[c] <= smooth[max(c - 1, 0)] and smooth[c] <= smooth[min(c + 1, n - 1)]]
-        grid = np.unique(np.linspace(lo, hi - 1, min(hi - lo, 48)).round().astype(int)).tolist()
-        candidates = sorted(set(local) | set(grid) | {int(lo + np.argmin(smooth[lo:hi]))})
-        options = []
-        for c in candidates:
-            parts = _cut(rest, [x_of(c + 0.5)])
-            if len(parts) == 2:
-                options.append((c, parts))
-        if not options:
-            return []
-        last = j == k - 1
-        sources = [parts[0].source for _, parts in options] + ([parts[1].source for _, parts in options] if last else [])
-        conf = _confidences(predictor, sources)
-        m = len(options)
-        scores = np.log(np.maximum(conf[:m], 1e-9))
-        if last:
-            scores = scores + np.log(np.maximum(conf[m:], 1e-9))
-        scores -= 0.1 * np.array([smooth[c] / peak for c, _ in options])
-        scores -= np.array([max(0.0, parts[0].box.width / h - WIDE) for _, parts in options])
-        c, parts = options[int(np.argmax(scores))]
-        pieces.append(parts[0])
-        rest = parts[1]
-        prev = c + 1
-    return pieces + [rest]
-
-
-def _confidences(predictor: Predictor, sources: Sequence[Input]) -> np.ndarray:
-    """The top-class probability of each source (0 for one without ink)."""
-    images, keep = [], []
-    for i, src in enumerate(sources):
-        try:
-            images.append(preprocess(src, predictor.options))
-            keep.append(i)
-        except EmptyInputError:
-            pass
-    out = np.zeros(len(sources))
-    if images:
-        probs, _, _ = predictor.probabilities(np.stack(images))
-        out[keep] = probs.max(axis=1)
-    return out
-
-
-def _profile(s: Segment):
-    """The vertical ink projection of a segment over its box and a map from profile index
-    to input x coordinate."""
-    if isinstance(s.source, Drawing):
-        img, x0, px = _raster(s.source)
-        return img.sum(axis=0), (lambda i: x0 + i * px)
-    crop, cx0, _ = _crop_of(s)
-    return crop.sum(axis=0), (lambda i: (cx0 + i) * s.scale)
-
+# --------------------------------------------------------------------------- hand edits
 
 def _cut(s: Segment, xs: Sequence[float]) -> list[Segment]:
     """Cut a segment at the input x positions ``xs``; pieces without ink are dropped."""
@@ -489,6 +754,7 @@ def _merge_pair(a: Segment, b: Segment) -> Segment:
     return _crop_segment(canvas, x0, y0, a.scale)
 
 
+
 # --------------------------------------------------------------------------- strokes
 
 def _stroke_box(pts: np.ndarray) -> tuple[float, float, float, float]:
@@ -501,15 +767,54 @@ def _drawing_segment(d: Drawing) -> Segment:
     return Segment(Box(float(x0), float(y0), float(x1) + 1, float(y1) + 1), d)
 
 
-def _segment_drawing(d: Drawing, predictor: Predictor | None) -> Segmentation:
+def _segment_drawing(d: Drawing, predictor: Predictor | None, config: SegmentationConfig) -> Segmentation:
     strokes = [s for s in d.strokes if len(s.points)]
     if not strokes:
         raise EmptyInputError("nothing to classify (blank canvas)")
-    boxes = [_stroke_box(s.points) for s in strokes]
+    if predictor is None:
+        return Segmentation(_overlap_groups(strokes, d.canvas_size), "drawing", d)
+    img, x0, y0, px = _raster(strokes)
+    line_h = max(1.0, line_height(img >= 0.5) - RASTER_PEN) * px
+    # over-segment: strokes, each wide one cut where the pen crosses least ink
+    # (stroke index, its parts between two cuts, their box, strokes of ink cut on the left)
+    atoms: list[tuple[int, list[Stroke], tuple[float, float, float, float], float]] = []
+    for k, st in enumerate(strokes):
+        box = _stroke_box(st.points)
+        xs: list[tuple[float, float]] = []
+        if box[2] - box[0] >= config.stroke_cut_from * line_h:
+            simg, sx0, _, spx = _raster([st], px)
+            xs = [(sx0 + (float(path[0]) + 0.5) * spx, s)
+                  for path, s in cut_paths(simg, line_h / spx, RASTER_PEN, 0.0, config)]
+        bounds = [(-math.inf, 0.0)] + xs + [(math.inf, 0.0)]
+        cut = 0.0
+        for (a, cut_here), (b, _) in zip(bounds, bounds[1:]):
+            parts = _clip_stroke(st.points, a, b)
+            cut = min(cut, cut_here) if cut else cut_here
+            if parts:
+                xy = np.concatenate([q.points for q in parts])
+                atoms.append((k, parts, _stroke_box(xy), cut))
+                cut = 0.0
+    rank = sorted(range(len(atoms)), key=lambda a: (atoms[a][2][0] + atoms[a][2][2]) / 2)
+    atoms = [atoms[a] for a in rank]
+    boxes = np.array([a[2] for a in atoms], np.float64).reshape(-1, 4)
+    cut_cost = np.zeros(len(atoms) + 1)
+    for r, a in enumerate(atoms):
+        if a[3] and r:
+            cut_cost[r] = a[3]
+    candidates = []
+    for i, j, width, height, gap in _candidate_runs(boxes, line_h, config):
+        run = sorted(range(i, j), key=lambda a: atoms[a][0])   # the strokes in drawing order
+        seg = _drawing_segment(Drawing([q for a in run for q in atoms[a][1]], d.canvas_size))
+        candidates.append(_Candidate(i, j, seg, width, height, gap))
+    segments = _choose(predictor, candidates, len(atoms), cut_cost, config)
+    return Segmentation(segments, "drawing", d)
+
+
+def _overlap_groups(strokes: list[Stroke], canvas_size) -> list[Segment]:
+    """One segment per group of strokes that overlap horizontally (by half the narrower),
+    left to right."""
+    gbox = [_stroke_box(s.points) for s in strokes]
     groups: list[list[int]] = [[i] for i in range(len(strokes))]
-    gbox = list(boxes)
-    line_h = max(b[3] for b in boxes) - min(b[1] for b in boxes)
-    touch = 0.06 * max(line_h, 1.0)   # ink of neighbouring strokes this close is one digit
     changed = True
     while changed:
         changed = False
@@ -517,11 +822,7 @@ def _segment_drawing(d: Drawing, predictor: Predictor | None) -> Segmentation:
             for j in range(i + 1, len(groups)):
                 a, b = gbox[i], gbox[j]
                 overlap = min(a[2], b[2]) - max(a[0], b[0])
-                narrow = min(a[2] - a[0], b[2] - b[0])
-                joined = overlap >= 0.5 * narrow or (overlap > -touch and _strokes_touch(
-                    [strokes[k].points for k in groups[i]], [strokes[k].points for k in groups[j]], touch)
-                    and overlap > 0.2 * narrow)
-                if joined:
+                if overlap >= 0.5 * min(a[2] - a[0], b[2] - b[0]):
                     groups[i] += groups[j]
                     gbox[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
                     del groups[j], gbox[j]
@@ -530,39 +831,33 @@ def _segment_drawing(d: Drawing, predictor: Predictor | None) -> Segmentation:
             if changed:
                 break
     order = sorted(range(len(groups)), key=lambda g: gbox[g][0])
-    segments = [_drawing_segment(Drawing([strokes[k] for k in sorted(groups[g])], d.canvas_size)) for g in order]
-    if predictor is not None:
-        segments = [part for s in segments for part in _split_wide(s, line_h, predictor)]
-    return Segmentation(segments, "drawing", d)
+    return [_drawing_segment(Drawing([strokes[k] for k in sorted(groups[g])], canvas_size)) for g in order]
 
 
-def _strokes_touch(a: list[np.ndarray], b: list[np.ndarray], dist: float) -> bool:
-    pa = np.concatenate(a)[:, :2]
-    pb = np.concatenate(b)[:, :2]
-    if len(pa) * len(pb) > 4_000_000:   # very long strokes: compare a thinned copy
-        pa, pb = pa[:: max(1, len(pa) // 2000)], pb[:: max(1, len(pb) // 2000)]
-    d2 = ((pa[:, None, :] - pb[None, :, :]) ** 2).sum(axis=2)
-    return bool(d2.min() <= dist * dist)
+RASTER_HEIGHT = 40   # pixels per line height of a drawing's coarse rendering
+RASTER_PEN = 2       # its pen width, pixels (thin: where strokes run close, the cut between them stays visible)
 
 
-def _raster(d: Drawing, height_px: int = 56) -> tuple[np.ndarray, float, float]:
-    """A coarse rendering of a drawing for its ink projection: ``(image, x0, pixel size)``
-    where column ``i`` covers input x ``x0 + i * pixel size``."""
-    xy = np.concatenate([s.points[:, :2] for s in d.strokes])
+def _raster(strokes: Sequence[Stroke], px: float | None = None) -> tuple[np.ndarray, float, float, float]:
+    """A coarse rendering of strokes for their ink projection: ``(image, x0, y0, pixel
+    size)``; column ``i`` covers input x ``x0 + i * pixel size``. Without ``px``, the
+    strokes' height (at least a quarter of their width) spans 40 pixels."""
+    xy = np.concatenate([s.points[:, :2] for s in strokes])
     (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-    px = max(float(y1 - y0), float(x1 - x0) / 4, 1.0) / height_px
+    if px is None:
+        px = max(float(y1 - y0), float(x1 - x0) / 4, 1.0) / RASTER_HEIGHT
     w = int(math.ceil((x1 - x0) / px)) + 1
     h = int(math.ceil((y1 - y0) / px)) + 1
     img = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(img)
-    width = max(1, int(round(0.08 * height_px)))
-    for s in d.strokes:
+    width = RASTER_PEN
+    for s in strokes:
         pts = ((s.points[:, :2] - (x0, y0)) / px).ravel().tolist()
         if len(pts) >= 4:
             draw.line(pts, fill=255, width=width)
         else:
             draw.point(pts, fill=255)
-    return np.asarray(img, np.float32) / 255.0, float(x0), px
+    return np.asarray(img, np.float32) / 255.0, float(x0), float(y0), px
 
 
 def _clip_stroke(pts: np.ndarray, a: float, b: float) -> list[Stroke]:

@@ -12,7 +12,11 @@ Every input goes through :func:`mnist_desktop.core.preprocess.preprocess` (the o
 preprocessing path); images are opened with the app's safe loader (only raster formats,
 never an interpreter; decompression bombs refused). Bodies are counted while they
 arrive: an oversized one is refused (413) before it is read in full. Concurrent requests
-share forward passes through :class:`~mnist_desktop.service.batching.MicroBatcher`.
+share forward passes through :class:`~mnist_desktop.service.batching.MicroBatcher`; a
+small image (an MNIST-style 28x28 digit) is decoded on the event loop (libspng for a
+plain grayscale PNG, as batch classification does) and preprocessed with the rest of its
+batch in one vectorized pass (:func:`~mnist_desktop.core.preprocess.preprocess_small_batch`,
+the same result bit for bit as ``preprocess`` one by one), in the forward-pass thread.
 
 This module imports FastAPI, which only ``serve`` needs: nothing on the path to the
 app's window imports it.
@@ -38,9 +42,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mnist_desktop.core.batch.decoding import _gray_png
 from mnist_desktop.core.predictor import Prediction, Predictor
-from mnist_desktop.core.preprocess import (Drawing, EmptyInputError, ImageReadError, load_image, open_image,
-                                           preprocess)
+from mnist_desktop.core.preprocess import (Drawing, EmptyInputError, ImageReadError, PreprocessOptions,
+                                           fits_small_batch, image_to_gray, load_image, open_image, preprocess,
+                                           preprocess_small_batch)
 from mnist_desktop.service.batching import MicroBatcher
 
 __all__ = ["ApiLimits", "ApiError", "create_app", "is_loopback"]
@@ -260,6 +266,87 @@ def strokes_drawing(req: StrokesRequest, limits: ApiLimits) -> Drawing:
     return Drawing.from_lists(strokes, (w, h))
 
 
+# --------------------------------------------------------------------------- batches
+
+@dataclass(frozen=True)
+class SmallGray:
+    """A small image's gray pixels (float32 in [0, 1], ``fits_small_batch``, no alpha ink),
+    preprocessed with the rest of its batch."""
+
+    gray: np.ndarray
+
+
+# Below this many same-sized small images a batch preprocesses them one by one: the
+# vectorized pass has a fixed cost (~0.33 ms for one 28x28 image against ~0.17 ms for
+# ``preprocess``; ~0.06 ms per image at 8, ~0.04 ms at 32).
+SMALL_BATCH_MIN = 3
+
+
+def small_png_gray(data: bytes, limits: ApiLimits) -> np.ndarray | None:
+    """The uint8 pixels of a small plain 8-bit grayscale PNG (libspng), or None when the
+    general loader should read the body (any other file, or anything unusual about it)."""
+    if len(data) < 33 or not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        return None
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not fits_small_batch(h, w) or w * h > limits.max_pixels:
+        return None
+    return _gray_png(data)
+
+
+def small_gray(source) -> SmallGray | None:
+    """``source`` (a PIL image or a uint8 array) as :class:`SmallGray` when it is small
+    enough for the batched preprocessing, else None (preprocessed on its own)."""
+    if isinstance(source, np.ndarray):
+        if source.dtype == np.uint8 and source.ndim == 2 and fits_small_batch(*source.shape):
+            return SmallGray(source.astype(np.float32) / 255.0)
+        return None
+    if isinstance(source, Drawing) or not fits_small_batch(source.height, source.width):
+        return None
+    gray, alpha_ink = image_to_gray(source)
+    return None if alpha_ink else SmallGray(gray)
+
+
+def preprocess_error(e: Exception) -> ApiError:
+    """The 400 that a preprocessing failure gets."""
+    if isinstance(e, EmptyInputError):
+        return ApiError(400, str(e))
+    return ApiError(400, f"cannot classify this input: {e}")
+
+
+def prepare_batch(items, opts: PreprocessOptions) -> tuple[np.ndarray, list]:
+    """The batcher's ``prepare``: 28x28 images as they are; :class:`SmallGray` ones grouped
+    by size and preprocessed together; a failure (nothing to classify, ...) is the
+    :class:`ApiError` of its own request only."""
+    rows: list = [None] * len(items)
+    images: list[np.ndarray] = []
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, SmallGray):
+            groups.setdefault(item.gray.shape, []).append(i)
+        else:
+            rows[i] = len(images)
+            images.append(item)
+    for idx in groups.values():
+        grays = [items[i].gray for i in idx]
+        if len(idx) >= SMALL_BATCH_MIN:
+            results = preprocess_small_batch(np.stack(grays), opts)
+        else:
+            results = []
+            for g in grays:
+                try:
+                    results.append(preprocess(g, opts))
+                except (ImageReadError, TypeError, ValueError) as e:
+                    results.append(e)
+        for i, r in zip(idx, results):
+            if isinstance(r, Exception):
+                rows[i] = preprocess_error(r)
+            else:
+                rows[i] = len(images)
+                images.append(r)
+    batch = np.stack(images).astype(np.float32, copy=False) if images else np.empty((0, 28, 28), np.float32)
+    return batch, rows
+
+
 # --------------------------------------------------------------------------- answers
 
 def _digit(labels: list[str], probs: np.ndarray, uncertain: bool, score: float, top_k: int,
@@ -280,7 +367,20 @@ def _number(predictor: Predictor, source, top_k: int) -> dict:
             "uncertain": any(d["uncertain"] for d in digits), "digits": digits}
 
 
-def create_app(loaded, limits: ApiLimits | None = None, max_batch: int = 64, max_wait: float = 0.001) -> FastAPI:
+def answer_bytes(labels: list[str], probs: np.ndarray, uncertain: bool, score: float, top_k: int,
+                 tail: bytes) -> bytes:
+    """The JSON answer for one digit (the fields of :func:`_digit`, in its order, then
+    ``tail``: the rest of the object, serialized once per server)."""
+    p = probs.tolist()   # float32 -> float, exactly as float(np.float64(value))
+    i = int(np.argmax(probs))
+    order = np.argsort(-probs, kind="stable")[:top_k].tolist()
+    head = {"prediction": labels[i], "confidence": p[i], "probabilities": dict(zip(labels, p)),
+            "top": [(labels[j], p[j]) for j in order], "uncertain": uncertain, "score": score, "box": None}
+    return json.dumps(head, separators=(",", ":")).encode()[:-1] + tail
+
+
+def create_app(loaded, limits: ApiLimits | None = None, max_batch: int = 64, max_wait: float = 0.0,
+               batch_workers: int = 2) -> FastAPI:
     """The API around an already loaded model.
 
     Parameters
@@ -290,13 +390,18 @@ def create_app(loaded, limits: ApiLimits | None = None, max_batch: int = 64, max
         every request; the model is never loaded again).
     limits
         What one request may carry (:class:`ApiLimits`).
-    max_batch, max_wait
-        The micro-batcher's largest batch and longest wait for company (seconds).
+    max_batch, max_wait, batch_workers
+        The micro-batcher's largest batch, longest wait for company (seconds; 0: none)
+        and batches in flight at once (see :class:`MicroBatcher`).
     """
     limits = limits or ApiLimits()
     predictor: Predictor = loaded.predictor
     labels = list(predictor.labels)
-    batcher = MicroBatcher(predictor.probabilities, max_batch=max_batch, max_wait=max_wait)
+    opts = predictor.options
+    batcher = MicroBatcher(predictor.probabilities, max_batch=max_batch, max_wait=max_wait,
+                           prepare=lambda items: prepare_batch(items, opts), workers=batch_workers)
+    # Every single-digit answer ends the same way.
+    tail = b"," + json.dumps({"labels": labels, "number": None}, separators=(",", ":")).encode()[1:]
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -357,35 +462,35 @@ def create_app(loaded, limits: ApiLimits | None = None, max_batch: int = 64, max
             raise ApiError(415, f"unsupported Content-Type {ctype!r}: send an image, {RAW_TYPE} or application/json")
         data = await read_body(request, limits.max_body_bytes)
         small = len(data) <= 64 * 1024   # decoded on the event loop; larger bodies on a thread
-        source, image = await (_prepare(ctype, data, width, height) if small
-                               else run_in_threadpool(_prepare_sync, ctype, data, width, height))
+        source, image = (_prepare_sync(ctype, data, width, height, number) if small
+                         else await run_in_threadpool(_prepare_sync, ctype, data, width, height, number))
         probs, unc, score = await batcher.submit(image)
-        out = _digit(labels, probs, unc, score, top_k)
-        out["labels"] = labels
-        out["number"] = None
-        if number:
-            out["number"] = await run_in_threadpool(_number_or_error, source, top_k)
         # Built by hand and returned as is: the response model documents it (and the tests
         # check it against the schema); validating every answer again would cost a third of
         # the request's time.
+        if not number:
+            return Response(answer_bytes(labels, probs, unc, score, top_k, tail), media_type="application/json")
+        out = _digit(labels, probs, unc, score, top_k)
+        out["labels"] = labels
+        out["number"] = await run_in_threadpool(_number_or_error, source, top_k)
         return Response(json.dumps(out, separators=(",", ":")).encode(), media_type="application/json")
 
-    def _prepare_sync(ctype, data, width, height):
+    def _prepare_sync(ctype, data, width, height, number=False):
+        """``(source, item)``: the decoded input and what goes to the batcher (a 28x28
+        image, or a :class:`SmallGray` preprocessed with its batch)."""
         if ctype == "application/json":
             source = decode_json(data, limits)
         elif ctype == RAW_TYPE:
             source = decode_raw(data, width, height, limits)
         else:
-            source = decode_image(data, limits)
+            # (a number reading takes the PIL image, as the app's own reading does)
+            pixels = None if number else small_png_gray(data, limits)
+            source = pixels if pixels is not None else decode_image(data, limits)
         try:
-            return source, preprocess(source, predictor.options)
-        except EmptyInputError as e:
-            raise ApiError(400, str(e)) from None
+            item = small_gray(source)
+            return source, item if item is not None else preprocess(source, opts)
         except (ImageReadError, TypeError, ValueError) as e:
-            raise ApiError(400, f"cannot classify this input: {e}") from None
-
-    async def _prepare(ctype, data, width, height):
-        return _prepare_sync(ctype, data, width, height)
+            raise preprocess_error(e) from None
 
     def _number_or_error(source, top_k):
         try:

@@ -398,19 +398,9 @@ class CorrectionsBrowser(QDialog):
 
     def relabel_selected(self, label: str) -> int:
         from mnist_desktop.core.corrections import relabel_correction
-        from mnist_desktop.core.data import DataError
 
-        moved, errors = 0, []
-        for p in self.selected_paths():
-            try:
-                relabel_correction(p, label)
-                moved += 1
-            except DataError as e:
-                errors.append(str(e))
-        self.refresh()
-        self.summary.setText(f"Relabelled {moved} drawing(s) as {label}." + (" " + "; ".join(errors) if errors else ""))
-        self.changed.emit()
-        return moved
+        return self._apply(self.selected_paths(), lambda p: relabel_correction(p, label),
+                           lambda n: f"Relabelled {n} drawing(s) as {label}.")
 
     def confirm_delete(self, n: int) -> bool:
         return QMessageBox.question(self, "Delete corrections",
@@ -419,20 +409,26 @@ class CorrectionsBrowser(QDialog):
 
     def delete_selected(self) -> int:
         from mnist_desktop.core.corrections import delete_correction
-        from mnist_desktop.core.data import DataError
 
         paths = self.selected_paths()
         if not paths or not self.confirm_delete(len(paths)):
             return 0
+        return self._apply(paths, delete_correction, lambda n: f"Deleted {n} drawing(s).")
+
+    def _apply(self, paths, action, summary) -> int:
+        """Run ``action`` on each path; a file that fails is named in the summary and the
+        others still go. Returns how many succeeded."""
+        from mnist_desktop.core.data import DataError
+
         done, errors = 0, []
         for p in paths:
             try:
-                delete_correction(p)
+                action(p)
                 done += 1
             except DataError as e:
                 errors.append(str(e))
         self.refresh()
-        self.summary.setText(f"Deleted {done} drawing(s)." + (" " + "; ".join(errors) if errors else ""))
+        self.summary.setText(summary(done) + (" " + "; ".join(errors) if errors else ""))
         self.changed.emit()
         return done
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QObject, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPen
+from PySide6.QtGui import QImage, QPainter, QPalette
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from mnist_desktop.ui.inference import ExplanationResult, InferenceWorker
-from mnist_desktop.ui.preview import image28_to_qimage
+from mnist_desktop.ui.preview import ModelInputPreview, image28_to_qimage
 
 FOR_COLOR = (220, 38, 38)       # red: pushes toward the class explained
 AGAINST_COLOR = (47, 111, 222)  # blue: pushes away (the chart's "why not" outline colour)
@@ -186,9 +186,12 @@ class Explainer(QObject):
         self.explanationChanged.emit(explanation)
 
 
-class SaliencyView(QWidget):
+class SaliencyView(ModelInputPreview):
     """The saliency map over the 28x28 model input, scaled up: each model pixel a square,
     the heat map smoothed over it."""
+
+    SCALE = 5
+    PLACEHOLDER = "Draw a digit"
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -196,8 +199,7 @@ class SaliencyView(QWidget):
         self.setAccessibleName("Explanation overlay")
         self.setAccessibleDescription("Red: ink that pushed the model toward its answer; "
                                       "blue: ink that argued against it")
-        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-        self._input: QImage | None = None
+        self.setToolTip("")
         self._overlay: QImage | None = None
 
     @property
@@ -207,34 +209,15 @@ class SaliencyView(QWidget):
 
     def set_maps(self, image28, saliency) -> None:
         """Show ``saliency`` over ``image28`` (both 28x28), or nothing for None."""
-        self._input = None if image28 is None else image28_to_qimage(image28)
         self._overlay = None if saliency is None else saliency_to_qimage(saliency)
-        self.update()
+        self.set_image(image28)
 
-    def sizeHint(self) -> QSize:
-        return QSize(28 * 5 + 2, 28 * 5 + 2)
-
-    def minimumSizeHint(self) -> QSize:
-        return self.sizeHint()
-
-    def paintEvent(self, ev) -> None:
-        p = QPainter(self)
-        side = min(self.width(), self.height()) - 2
-        px = 28 * max(1, side // 28)
-        rect = QRectF((self.width() - px) / 2, (self.height() - px) / 2, px, px)
-        p.fillRect(rect, QColor("#000000"))
-        if self._input is not None:
-            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-            p.drawImage(rect, self._input)
-        if self._overlay is not None:
-            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
-            p.drawImage(rect, self._overlay)
-        elif self._input is None:
-            p.setPen(QColor("#8a8a8a"))
-            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "Draw a digit")
-        p.setPen(QPen(self.palette().color(QPalette.ColorRole.Mid), 1))
-        p.drawRect(rect.adjusted(-0.5, -0.5, 0.5, 0.5))
-        p.end()
+    def _paint_over(self, p: QPainter, rect: QRectF) -> bool:
+        if self._overlay is None:
+            return False
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        p.drawImage(rect, self._overlay)
+        return True
 
 
 class NeighbourStrip(QWidget):

@@ -19,7 +19,10 @@ def image28_to_qimage(image) -> QImage:
 
 class ModelInputPreview(QWidget):
     """Shows the model's 28x28 input at an integer scale (nearest neighbour), so every
-    input pixel is a crisp square."""
+    input pixel is a crisp square. Subclasses paint over it with :meth:`_paint_over`."""
+
+    SCALE = 4                  # preferred pixels per model pixel
+    PLACEHOLDER = "28×28"      # shown when there is nothing to show
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -41,7 +44,7 @@ class ModelInputPreview(QWidget):
         self.update()
 
     def sizeHint(self) -> QSize:
-        return QSize(28 * 4 + 2, 28 * 4 + 2)
+        return QSize(28 * self.SCALE + 2, 28 * self.SCALE + 2)
 
     def minimumSizeHint(self) -> QSize:
         return self.sizeHint()
@@ -57,9 +60,13 @@ class ModelInputPreview(QWidget):
             # No smoothing: each model pixel is a crisp square.
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
             p.drawImage(rect, self._image)
-        else:
+        if not self._paint_over(p, rect) and self._image is None:
             p.setPen(QColor("#8a8a8a"))
-            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "28×28")
+            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.PLACEHOLDER)
         p.setPen(QPen(self.palette().color(QPalette.ColorRole.Mid), 1))
         p.drawRect(rect.adjusted(-0.5, -0.5, 0.5, 0.5))
         p.end()
+
+    def _paint_over(self, p: QPainter, rect: QRectF) -> bool:
+        """Paint over the input in ``rect``; True when something was painted."""
+        return False

@@ -93,20 +93,17 @@ def write_results(path: str | os.PathLike, results: Iterable[FileResult], labels
     """
     from mnist_desktop.core.checkpoint import atomic_write
 
+    def carries(store_flag: str, field: str) -> bool:
+        if isinstance(results, ResultStore):
+            return getattr(results, store_flag)
+        if isinstance(results, Sequence):
+            return any(getattr(r, field) is not None for r in results)
+        return False
+
     if corrected is None:
-        if isinstance(results, ResultStore):
-            corrected = results.has_corrections
-        elif isinstance(results, Sequence):
-            corrected = any(r.corrected_label is not None for r in results)
-        else:
-            corrected = False
+        corrected = carries("has_corrections", "corrected_label")
     if numbers is None:
-        if isinstance(results, ResultStore):
-            numbers = results.has_numbers
-        elif isinstance(results, Sequence):
-            numbers = any(r.number is not None for r in results)
-        else:
-            numbers = False
+        numbers = carries("has_numbers", "number")
     as_json = Path(path).suffix.lower() == ".json"
 
     def write(tmp: str) -> None:

@@ -276,3 +276,30 @@ def test_delete_asks_first(make_panel, history, monkeypatch):
     assert panel.delete_selected() == 0 and run.exists()
     monkeypatch.setattr(panel, "confirm_delete", lambda runs: True)
     assert panel.delete_selected() == 1 and not run.exists() and panel.history_list.count() == 0
+
+
+def test_curves_show_every_point_within_a_second_one_plot_per_tick(qtbot):
+    import time
+
+    from mnist_desktop.ui.training.curves import TrainingCurves, stepped_range
+
+    assert stepped_range(0.0, 7.0, from_zero=True, headroom=0.25) == (0.0, 10.0)
+    assert stepped_range(0.0, 9.0, (0.0, 10.0), from_zero=True, headroom=0.25) == (0.0, 10.0)  # still fits
+    lo, hi = stepped_range(91.2, 96.3)
+    assert lo <= 91.2 and hi >= 96.3 and hi - lo < 10
+    w = TrainingCurves()
+    qtbot.addWidget(w)
+    w.show()
+    c = tr.Curves()
+    c.add({"type": "run_started", "steps_per_epoch": 10})
+    w.set_runs([("run", c)])
+    for e in range(1, 4):
+        c.add({"type": "step", "step": e * 10, "steps_per_epoch": 10, "loss": 1 / e, "lr": 0.01})
+        c.add({"type": "epoch_end", "epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e,
+               "train_accuracy": 0.9, "val_accuracy": 0.9 + e / 100, "lr": 0.01})
+        t0 = time.monotonic()
+        w.mark_dirty()
+        with qtbot.waitSignal(w.redrawn, timeout=1000):
+            pass
+        assert time.monotonic() - t0 < 1.0
+        assert w.point_count(0, "val_accuracy") == e and w.point_count(0, "smoothed") == e

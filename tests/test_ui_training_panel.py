@@ -93,7 +93,7 @@ def test_form_refuses_invalid_values_with_the_reason(make_panel):
 @pytest.mark.slow
 def test_tiny_real_run_from_the_panel_draws_curves_and_lands_in_the_history(make_panel, qtbot, history):
     panel = make_panel()
-    tiny(panel, epochs=3)   # an epoch of the MLP is ~0.5 s here: the middle one is on screen for several ticks
+    tiny(panel, epochs=3)   # 0.2-0.5 s an epoch here: the run outlasts a redraw of the first points
     points = []
     # What is on screen while the run goes on, sampled every 50 ms (``redrawn`` only fires
     # once every plot is current, which a stream of step events can put off until the end).
@@ -106,7 +106,9 @@ def test_tiny_real_run_from_the_panel_draws_curves_and_lands_in_the_history(make
     sampler.stop()
     assert ended.args == [tr.FINISHED], panel.status.text()
     qtbot.waitUntil(lambda: panel.curves.point_count(0, "val_accuracy") == 3, timeout=2000)
-    assert any(0 < n < 3 for n in points)   # an epoch's point was drawn while the run went on
+    # a point was drawn while the run went on (which epoch's first depends on how fast the
+    # epochs are against the redraw ticks; the 1 s bound is the test at the end of this file)
+    assert any(0 < n < 3 for n in points), sorted(set(points))
     assert panel.curves.point_count(0, "smoothed") >= 2
     runs = history.runs()
     assert len(runs) == 1 and runs[0].state == tr.FINISHED and runs[0].has_best_model

@@ -63,7 +63,10 @@ ARCH="linux-$(uname -m)"
 BASE="$OUT/$NAME-$VERSION-$ARCH"
 tar -C "$OUT" -cf - "$NAME" | gzip -6 > "$BASE.tar.gz"
 if command -v zstd >/dev/null; then
-  tar -C "$OUT" -cf - "$NAME" | zstd -q -T0 -10 -f -o "$BASE.tar.zst"   # -19 takes minutes
+  # -18 with a 128 MiB window (the most any zstd decodes without --long, so plain
+  # `tar --zstd -xf` unpacks it): full 205 -> 185 MB against -10, ~90 s on 2 cores
+  # (-19 takes ~9 minutes).
+  tar -C "$OUT" -cf - "$NAME" | zstd -q -T0 -18 --long=27 -f -o "$BASE.tar.zst"
 fi
 T3=$(date +%s)
 

@@ -16,7 +16,10 @@ for flavour in "${FLAVOURS[@]}"; do
   exe="$OUT/$name/mnist-desktop"
   echo "== $name: --self-test"
   ts=$(date +%s.%N)
-  "$exe" --self-test
+  "$exe" --self-test 2> "$OUT/$name-self-test.err" || { cat "$OUT/$name-self-test.err" >&2; exit 1; }
+  # A warning here means the build left out something the program reads at run time
+  # (e.g. a torch source; see packaging/mnist_desktop.spec).
+  if grep -q "Warning" "$OUT/$name-self-test.err"; then cat "$OUT/$name-self-test.err" >&2; exit 1; fi
   echo "self-test: $(echo "$(date +%s.%N) - $ts" | bc) s"
   echo "== $name: classify resources/samples"
   "$exe" classify --workers 2 -o "$OUT/$name-samples.csv" "$ROOT/resources/samples"

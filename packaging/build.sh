@@ -72,7 +72,9 @@ T3=$(date +%s)
 
 echo "== $NAME $VERSION ($FLAVOUR) in $DIST"
 echo "build time: $((T3 - T0)) s (venv $((T1 - T0)) s, pyinstaller $((T2 - T1)) s, strip+archives $((T3 - T2)) s)"
-echo "unpacked: $(du -sm "$DIST" | cut -f1) MiB"
+# Apparent size (the bytes of the files, what the archive holds) and disk use (whole blocks,
+# filesystem-dependent).
+echo "unpacked: $(du -sm --apparent-size "$DIST" | cut -f1) MiB of files, $(du -sm "$DIST" | cut -f1) MiB on this disk"
 for f in "$BASE.tar.gz" "$BASE.tar.zst"; do
   [ -f "$f" ] && echo "$(basename "$f"): $(( $(stat -c %s "$f") / 1000000 )) MB"
 done

@@ -179,7 +179,12 @@ def cmd_self_test() -> int:
     """``mnist-desktop --self-test``: one line per check; exit 1 naming what failed."""
     from mnist_desktop.service.self_test import FAIL, run_self_test
 
-    failed = [c.name for c in run_self_test() if c.outcome == FAIL]
+    checks = run_self_test()
+    from mnist_desktop.ui.self_check import check_windows
+
+    windows = check_windows()
+    print(windows.line())
+    failed = [c.name for c in [*checks, windows] if c.outcome == FAIL]
     if failed:
         _err(f"self-test FAILED: {', '.join(failed)}")
         return EXIT_FILE_ERRORS

@@ -15,12 +15,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(tmp_path, *args, lite=False, env_extra=None, timeout=300):
+def _run(tmp_path, *args, lite=False, env_extra=None, timeout=300, site_code=""):
     paths = [str(REPO)]
     if lite:
-        site = tmp_path / "no-torch"
+        site_code = "import sys\nsys.modules['torch'] = None\n" + site_code
+    if site_code:
+        site = tmp_path / "site"
         site.mkdir(exist_ok=True)
-        (site / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+        (site / "sitecustomize.py").write_text(site_code)
         paths.append(str(site))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "MNIST_DESKTOP_DATA": str(tmp_path / "data"),
            "OMP_NUM_THREADS": "1", **(env_extra or {})}
@@ -36,6 +38,8 @@ def test_self_test_passes_with_training(tmp_path):
     assert "[ok] bundled model" in lines[0]
     assert lines[1].startswith("[ok] sample images: 20 of 20 right")
     assert lines[2].startswith("[ok] training:")
+    assert lines[3] == ("[ok] windows: main window, training panel with its curves, batch window, "
+                        "evaluation window, About dialog built and painted")
     assert lines[-1] == "self-test passed"
 
 
@@ -45,6 +49,7 @@ def test_lite_self_test_skips_training_and_passes(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[ok] sample images" in out.stdout
     assert "[skipped] training: training needs the full program" in out.stdout
+    assert "[ok] windows: main window, Train menu (training needs the full program), batch window" in out.stdout
     assert "Traceback" not in out.stderr
 
 
@@ -103,3 +108,49 @@ def test_lite_train_subcommand_explains_in_one_line(tmp_path):
     assert out.returncode == 2
     assert "Training needs the full mnist-desktop program" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# A finder placed first that behaves as if PySide6.QtOpenGL were not installed (the
+# packaged program leaves it out): importing it raises ModuleNotFoundError.
+_NO_QTOPENGL = """
+import importlib.abc, sys
+class _Gone(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "PySide6.QtOpenGL":
+            raise ModuleNotFoundError("No module named 'PySide6.QtOpenGL'", name=name)
+sys.meta_path.insert(0, _Gone())
+"""
+
+
+@pytest.mark.slow
+def test_self_test_names_a_window_that_cannot_be_built(tmp_path):
+    """A Qt module that a library imports while the panel opens, missing (as a build that
+    leaves it out would have it): the windows check fails, naming it; exit 1."""
+    out = _run(tmp_path, "--self-test", site_code=_NO_QTOPENGL)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "[FAILED] windows: ModuleNotFoundError: No module named 'PySide6.QtOpenGL' after main window" in out.stdout
+    assert "self-test FAILED: windows" in out.stderr
+
+
+@pytest.mark.slow
+def test_packaging_runtime_hook_stands_in_for_the_left_out_qtopengl(tmp_path):
+    """packaging/rthook_qtopengl.py, run as the packaged program runs it, with QtOpenGL
+    absent: the training panel's curves build and paint, and the stand-in module names
+    what is missing instead of pretending."""
+    hook = (REPO / "packaging" / "rthook_qtopengl.py").read_text()
+    # The real module counts as absent; the hook's finder (consulted last) answers.
+    code = _NO_QTOPENGL.replace(
+        "raise ModuleNotFoundError",
+        "return next(f for f in sys.meta_path if type(f).__name__ == '_LeftOutFinder').find_spec(name)  #")
+    out = _run(tmp_path, "--self-test", site_code=code + hook)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[ok] windows: main window, training panel with its curves" in out.stdout
+    check = subprocess.run(
+        [sys.executable, "-c", "import PySide6.QtOpenGL as m\n"
+         "assert not hasattr(m, 'QOpenGLFunctions')\n"
+         "try:\n    m.QOpenGLFunctions\nexcept AttributeError as e:\n    print(e)\n"
+         "try:\n    from PySide6.QtOpenGL import QOpenGLFunctions\nexcept ImportError:\n    print('ImportError')\n"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert check.returncode == 0, check.stderr
+    assert "PySide6.QtOpenGL.QOpenGLFunctions: OpenGL drawing is not part of this build" in check.stdout
+    assert check.stdout.strip().endswith("ImportError")

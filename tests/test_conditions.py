@@ -228,3 +228,31 @@ def test_bold_strokes_thinned_mnist_untouched(held_out_digits):
     import io
     bold_in = preprocess(Image.open(io.BytesIO(data)))
     assert stroke_width(bold_in[None])[0] <= BOLD_WIDTH + 1.5
+
+
+@pytest.fixture(scope="module")
+def drawings_refused_before():
+    """The generated drawings (evaluation seeds) that "tight crop, 4 edges" turned into
+    files preprocessing refused: a 7 whose bar runs along the top edge and whose stem ends
+    in a bottom corner (three ink corners), two of them, and a bold 1 covering 72% of its
+    crop (the background fit swung through the ink)."""
+    from training import synth
+
+    samples = list(synth.digit_samples(448, "evaluation", seed=17))
+    picked = [(i, samples[i].label, C.ink_map_from_drawing(samples[i])) for i in (161, 207, 447)]
+    assert [label for _, label, _ in picked] == [1, 7, 7]
+    return picked
+
+
+@pytest.mark.parametrize("light_on_dark", [False, True])
+def test_digits_cropped_into_three_corners_or_bold_are_read(drawings_refused_before, predictor, light_on_dark):
+    import io
+
+    cond = _condition("tight crop, 4 edges")
+    for i, label, ink in drawings_refused_before:
+        img = Image.open(io.BytesIO(C.render(cond, ink, i)[0])).convert("L")
+        if light_on_dark:   # the same crop as a screenshot of white ink on black
+            img = Image.fromarray(255 - np.asarray(img))
+        x = preprocess(img)                      # raised EmptyInputError before
+        assert x.max() > 0.9 and 0.01 < x.mean() < 0.5
+        assert predictor.predict(img).label == str(label), (i, label, light_on_dark)

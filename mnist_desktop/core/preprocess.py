@@ -13,8 +13,9 @@ Pipeline
    * *Images* (any Pillow mode; EXIF orientation applied; larger than ``WORK_SIDE`` on
      a side: box-averaged to at most that first, see :func:`working_copy`): an alpha
      channel with transparency is taken as the ink; otherwise luminance. Polarity comes
-     from the four corners' vote against the image's mid-level (:func:`paper_is_light`;
-     a tie means dark ink on light paper), so dark-on-light and light-on-dark both work,
+     from the four corners' vote against the image's mid-level, a three-to-one split
+     settled by the border band's majority (:func:`paper_is_light`; a tie means dark ink
+     on light paper), so dark-on-light and light-on-dark both work,
      also when the ink touches the border (a digit cropped at its ink, a bold marker).
      Larger images (photos) get their uneven background (paper, shadows) estimated as a
      robust quadratic surface and subtracted (fitted to the paper, not to ink that
@@ -413,7 +414,7 @@ def gray_to_ink(gray: np.ndarray, alpha_ink: bool = False) -> np.ndarray:
         return gray.astype(np.float32, copy=False)
     lo, hi = np.float32(gray.min()), np.float32(gray.max())
     mid = (lo + hi) * np.float32(0.5)
-    light = paper_is_light(_corner_medians(gray), mid)
+    light = paper_is_light(_corner_medians(gray), mid, lambda: _border_light_share(gray, mid))
     ink = (1.0 - gray) if light else gray
     if max(h, w) > 64:
         ink = ink - _background_map(ink)
@@ -440,18 +441,40 @@ def _corner_medians(gray: np.ndarray) -> np.ndarray:
     return _row_medians(patches, (0.0, 1.0)).astype(np.float32, copy=False)
 
 
-def paper_is_light(corner_medians: np.ndarray, mid) -> bool | np.ndarray:
-    """Whether the paper is lighter than the ink, from the corners' medians (``(..., 4)``)
-    and the image's mid-level ``(min + max) / 2``.
+def paper_is_light(corner_medians: np.ndarray, mid, border_light=None) -> bool | np.ndarray:
+    """Whether the paper is lighter than the ink, from the corners' medians (``(..., 4)``),
+    the image's mid-level ``(min + max) / 2`` and the share of the border band's pixels
+    above it (``border_light``: ``(...)``, or for one image a function returning it;
+    :func:`_border_light_share`).
 
     A digit, however tightly cropped or bold, rarely fills all four corners, while a
-    border band can be mostly ink (a cropped 1 or 7); so each corner votes, and two or
-    more light corners mean light paper (dark ink): on a tie the common case wins,
-    pen or print on paper, never the screen-style light-on-dark an MNIST tensor has (it
-    has dark corners).
+    border band can be mostly ink (a cropped 1); so each corner votes, and three or four
+    light corners mean light paper (dark ink), none or one dark paper. A 7 cropped at
+    its ink fills three corners (both ends of its bar, the foot of its stem) while its
+    border band stays mostly paper, so on a three-to-one split the band's majority
+    decides. On a tie the common case wins, pen or print on paper, never the
+    screen-style light-on-dark an MNIST tensor has (it has dark corners).
     """
     votes = (np.asarray(corner_medians) > np.asarray(mid)[..., None]).sum(axis=-1)
-    return votes >= 2
+    if border_light is None:
+        return votes >= 2
+    split = (votes == 1) | (votes == 3)
+    if np.ndim(votes):
+        return np.where(split, np.asarray(border_light) > 0.5, votes >= 2)
+    if not split:
+        return bool(votes >= 2)
+    # One image: ``border_light`` may be a function, so the band is read only on a split.
+    share = border_light() if callable(border_light) else border_light
+    return bool(share > 0.5)
+
+
+def _border_light_share(gray: np.ndarray, mid) -> float:
+    """The share of the border band's pixels (:func:`_border_pixels`) lighter than ``mid``
+    (on the 0..1 scale; an 8-bit ``gray`` is compared on its own scale)."""
+    band = _border_pixels(gray)
+    if gray.dtype == np.uint8:
+        return float(np.count_nonzero(band.astype(np.float32) / np.float32(255.0) > mid)) / band.size
+    return float(np.count_nonzero(band > mid)) / band.size
 
 
 def _class_medians(a: np.ndarray, keep: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -554,10 +577,18 @@ def _fitted_surface(small: np.ndarray, h: int, w: int, keep: np.ndarray) -> np.n
     coef = _fit_masked(basis, z, keep)
     resid = z - basis @ coef
     sigma = 1.4826 * np.median(np.abs(resid[keep])) + 1e-6
-    coef = _fit_masked(basis, z, resid <= 2.5 * sigma)
+    inliers = resid <= 2.5 * sigma
+    coef = _fit_masked(basis, z, inliers)
     coarse_bg = basis @ coef
     if np.ptp(coarse_bg) < 0.02:  # evenly lit (scans, screenshots): a constant will do
         return np.float32(np.median(coarse_bg))
+    paper = z[keep & inliers] if np.any(keep & inliers) else z[keep]
+    if paper.size < 0.35 * z.size and coarse_bg.min() < paper.min() - 0.1:
+        # Too little paper to fit a surface to (under a third of the frame: a bold digit
+        # cropped at its ink, its paper all at the edges), and the fit dips below the
+        # lightest of it: the quadratic swings through the ink between the edges. Shading
+        # is then unknowable: the paper's median. (A shadowed page keeps ~60% paper.)
+        return np.float32(np.median(paper))
     # Evaluate on the full grid separably: the surface is a polynomial in u and v.
     uf = (np.arange(w) + 0.5) / w - 0.5
     vf = (np.arange(h) + 0.5) / h - 0.5
@@ -630,7 +661,8 @@ def _clean_ink_8bit(img: Image.Image, min_contrast: float, noise_floor: float,
     counts = np.asarray(img.histogram(), dtype=np.int64)
     present = np.flatnonzero(counts)
     lo, hi = np.float32(present[0]) / 255.0, np.float32(present[-1]) / 255.0
-    dark = bool(paper_is_light(_corner_medians(g), (np.float32(lo) + np.float32(hi)) * np.float32(0.5)))
+    mid = (np.float32(lo) + np.float32(hi)) * np.float32(0.5)
+    dark = bool(paper_is_light(_corner_medians(g), mid, lambda: _border_light_share(g, mid)))
     small = np.asarray(img.convert("F").resize(_coarse_size(h, w), Image.BOX), dtype=np.float64) / 255.0
     level = _background_surface(1.0 - small if dark else small, h, w)
     if np.ndim(level) != 0:
@@ -1003,9 +1035,11 @@ def preprocess_small_batch(grays: np.ndarray, opts: PreprocessOptions | None = N
     c = _corner_size(h, w)
     corners = np.stack([_row_medians(q.reshape(n, -1), (0.0, 1.0)) for q in
                         (grays[:, :c, :c], grays[:, :c, -c:], grays[:, -c:, :c], grays[:, -c:, -c:])], axis=1)
-    light = paper_is_light(corners, mid)
-    ink = np.where(light[:, None, None], np.float32(1.0) - grays, grays)
     b = max(1, round(0.04 * min(h, w)))
+    band = np.concatenate([grays[:, :b].reshape(n, -1), grays[:, -b:].reshape(n, -1),
+                           grays[:, :, :b].reshape(n, -1), grays[:, :, -b:].reshape(n, -1)], axis=1)
+    light = paper_is_light(corners, mid, (band > mid[:, None]).mean(axis=1))
+    ink = np.where(light[:, None, None], np.float32(1.0) - grays, grays)
     border = np.concatenate([ink[:, :b].reshape(n, -1), ink[:, -b:].reshape(n, -1),
                              ink[:, :, :b].reshape(n, -1), ink[:, :, -b:].reshape(n, -1)], axis=1)
     ink_mid = np.where(light, np.float32(1.0) - mid, mid)

@@ -339,7 +339,7 @@ def bench_scribble(seconds: float = 10.0, rate_hz: float = 125.0, with_batch: in
     input_to_paint: list[float] = []
     compute: list[float] = []
     latencies: list[float] = []
-    state = {"i": 0, "awake": None, "last_tick": None, "last_input": None, "measuring": False,
+    state = {"last_input": None, "measuring": False,
              "snapshots": 0, "dropped": 0, "shown": 0, "t_first": None}
 
 

@@ -69,11 +69,15 @@ def make_lines(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
         img, text = number_image(images, labels, rng, n, STYLES[int(rng.integers(0, len(STYLES)))])
         lines.append(line_image(img))
         texts.append(text)
-    width = max(x.shape[1] for x in lines)
-    arr = np.zeros((count, HEIGHT, width), np.uint8)
+    return (*_pad(lines), texts)
+
+
+def _pad(lines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Float ink lines as one uint8 array padded to the widest, and their widths."""
+    arr = np.zeros((len(lines), HEIGHT, max(x.shape[1] for x in lines)), np.uint8)
     for k, x in enumerate(lines):
         arr[k, :, :x.shape[1]] = np.round(x * 255)
-    return arr, np.array([x.shape[1] for x in lines]), texts
+    return arr, np.array([x.shape[1] for x in lines])
 
 
 def build_model(channels: tuple[int, int, int, int] = (32, 64, 96, 128), hidden: int = 128):
@@ -248,12 +252,7 @@ def measure(model, count: int = 200, seed: int = 0, lengths=(2, 4), styles=("sep
         for n in lengths:
             rng = np.random.default_rng([seed, n, SEED_OF_STYLE[style]])
             pairs = [number_image(images, labels, rng, n, style) for _ in range(count)]
-            ls = [line_image(img) for img, _ in pairs]
-            width = max(x.shape[1] for x in ls)
-            arr = np.zeros((len(ls), HEIGHT, width), np.uint8)
-            for k, x in enumerate(ls):
-                arr[k, :, :x.shape[1]] = np.round(x * 255)
-            got = read_lines(model, arr, np.array([x.shape[1] for x in ls]))
+            got = read_lines(model, *_pad([line_image(img) for img, _ in pairs]))
             table[(style, n)] = float(np.mean([g == t for g, (_, t) in zip(got, pairs)]))
     return table
 

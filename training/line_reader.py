@@ -24,36 +24,26 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from mnist_desktop.core.line_reader import BLANK, HEIGHT, STRIDE, greedy_decode, line_from_ink
 
 REPO = Path(__file__).resolve().parents[1]
-HEIGHT = 24          # pixels per line: the ink's height is 20 of them
-BLANK = 10           # the CTC blank class
-STRIDE = 4           # input columns per output frame
 STYLES = ("separated", "close", "touching", "touching")   # half of the training lines touch
+__all__ = ["BLANK", "HEIGHT", "STRIDE", "greedy_decode", "line_image", "build_model", "train", "export_onnx"]
 
 
 def line_image(source, options=None) -> np.ndarray:
     """The float ink line (``HEIGHT`` rows, 0 = background, 1 = ink) of an image of a
-    number: preprocessing's polarity, background and contrast steps, cropped at the ink
-    and scaled to a 20-px ink height with a 2-px top and bottom and 4-px side margin."""
-    from mnist_desktop.core.numbers import INK_THRESHOLD, _ink_map
+    number: the app's own path (:func:`mnist_desktop.core.numbers.ink_map`, then
+    :func:`mnist_desktop.core.line_reader.line_from_ink`)."""
+    from mnist_desktop.core.numbers import ink_map
     from mnist_desktop.core.preprocess import EmptyInputError, PreprocessOptions
 
-    ink, _ = _ink_map(source, options or PreprocessOptions())
-    rows = np.flatnonzero(ink.max(axis=1) >= INK_THRESHOLD)
-    cols = np.flatnonzero(ink.max(axis=0) >= INK_THRESHOLD)
-    if not len(rows):
+    ink, _ = ink_map(source, options or PreprocessOptions())
+    line = line_from_ink(ink)
+    if line is None:
         raise EmptyInputError()
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    h, w = crop.shape
-    inner = HEIGHT - 4
-    width = max(1, int(round(w * inner / h)))
-    scaled = np.asarray(Image.fromarray(np.ascontiguousarray(crop, np.float32), "F")
-                        .resize((width, inner), Image.BILINEAR), np.float32)
-    out = np.zeros((HEIGHT, width + 8), np.float32)
-    out[2:HEIGHT - 2, 4:4 + width] = scaled
-    return np.clip(out, 0.0, 1.0)
+    return line.pixels
 
 
 def make_lines(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
@@ -110,16 +100,6 @@ def build_model(channels: tuple[int, int, int, int] = (32, 64, 96, 128), hidden:
             return self.out(f.transpose(1, 2)).log_softmax(-1).transpose(0, 1)
 
     return LineReader()
-
-
-def greedy_decode(best: np.ndarray) -> str:
-    """CTC best path: repeats collapsed, blanks dropped (``best``: class per frame)."""
-    out, prev = [], BLANK
-    for k in np.asarray(best).tolist():
-        if k != prev and k != BLANK:
-            out.append(str(k))
-        prev = k
-    return "".join(out)
 
 
 def _batch(lines, widths, idx, rng=None):
@@ -186,7 +166,7 @@ def train(lines, widths, texts, seconds: float | None = None, steps: int | None 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if log and step % 500 == 0:
                 log(f"step {step}: CTC loss {np.mean(losses[-100:]):.3f}")
@@ -228,6 +208,48 @@ def load(path: Path):
     return model, meta
 
 
+def export_onnx(model, models_dir: Path, meta: dict, atol: float = 1e-4) -> Path:
+    """Write ``line-reader.onnx`` (dynamic width) and ``line-reader.json`` (its SHA-256,
+    which the app checks before it runs the file, and ``meta``) into ``models_dir``, after
+    checking ONNX Runtime's answers against torch's on lines of several widths."""
+    import io
+
+    import onnxruntime as ort
+    import torch
+
+    from mnist_desktop.core.line_reader import MANIFEST_FILE, MODEL_FILE, file_sha256
+
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    buf = io.BytesIO()
+    torch.onnx.export(model, (torch.zeros(1, 1, HEIGHT, 64),), buf, input_names=["line"],
+                      output_names=["log_probs"],
+                      dynamic_axes={"line": {0: "batch", 3: "width"}, "log_probs": {0: "frames", 1: "batch"}},
+                      opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for width in (8, 36, 128, 400):
+        x = rng.random((1, 1, HEIGHT, width), dtype=np.float32)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        got = sess.run(None, {"line": x})[0]
+        if got.shape != want.shape or not np.allclose(got, want, atol=atol):
+            raise RuntimeError(f"ONNX export differs from torch at width {width}")
+    onnx_path = models_dir / MODEL_FILE
+    tmp = onnx_path.with_suffix(".onnx.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(onnx_path)
+    manifest = {"about": "The CTC line reader for numbers (training/line_reader.py). The app runs "
+                         f"{MODEL_FILE} only when its SHA-256 is this one (mnist_desktop/core/line_reader.py).",
+                "onnx_sha256": file_sha256(onnx_path), "height": HEIGHT, "stride": STRIDE, "blank": BLANK,
+                "trained_on": "numbers composed from the bundled 5k MNIST training subset, outside the "
+                              "default model's validation split (0.1, seed 0); the MNIST test set is not used",
+                **meta}
+    (models_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return onnx_path
+
+
 def development_digits(validation: bool):
     """The bundled training digits outside (or, ``validation``, inside) the default
     model's validation split (0.1, seed 0)."""
@@ -264,18 +286,33 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="where to write the weights (.safetensors)")
+    p.add_argument("--export", metavar="DIR", help="also write line-reader.onnx and line-reader.json "
+                   "into DIR (resources/models ships them)")
+    p.add_argument("--from-weights", action="store_true",
+                   help="do not train: load --out and export or measure it")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.from_weights:
+        model, meta = load(Path(args.out))
+        if args.export:
+            print(f"wrote {export_onnx(model, Path(args.export), meta)}")
+        for (style, n), acc in measure(model).items():
+            print(f"validation digits, {style}, {n} digits: {100 * acc:.1f}% exact")
+        return 0
     images, labels = development_digits(validation=False)
     t0 = time.perf_counter()
     lines, widths, texts = make_lines(images, labels, args.lines, args.seed)
     print(f"{args.lines} lines composed in {time.perf_counter() - t0:.0f} s")
-    model, losses = train(lines, widths, texts, seconds=60 * args.minutes, seed=args.seed)
-    save(model, Path(args.out), {"lines": args.lines, "minutes": args.minutes, "seed": args.seed,
-                                 "steps": len(losses), "height": HEIGHT})
+    model, losses = train(lines, widths, texts, seconds=60 * args.minutes, seed=args.seed,
+                          log=lambda m: print(m, flush=True))
+    meta = {"lines": args.lines, "minutes": args.minutes, "seed": args.seed, "steps": len(losses),
+            "height": HEIGHT}
+    save(model, Path(args.out), meta)
     print(f"wrote {args.out}")
+    if args.export:
+        print(f"wrote {export_onnx(model, Path(args.export), meta)}")
     for (style, n), acc in measure(model).items():
         print(f"validation digits, {style}, {n} digits: {100 * acc:.1f}% exact")
     return 0

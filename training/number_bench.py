@@ -1,6 +1,6 @@
 """Exact-number accuracy of :func:`mnist_desktop.core.numbers.read_number`.
 
-    python -m training.number_bench                     # develop: bundled training subset + drawings
+    python -m training.number_bench                     # develop: validation digits + drawings
     python -m training.number_bench --measure-test --output docs/results/numbers.md
                                                         # and once: numbers made from MNIST test digits
 
@@ -29,7 +29,7 @@ def _predictor(model: str | None):
     return OnnxPredictor(onnx_for(source), source=source)
 
 
-def measure_images(predictor, images, labels, lengths, styles, count, seed) -> dict:
+def measure_images(predictor, images, labels, lengths, styles, count, seed, config=None) -> dict:
     from mnist_desktop.core.numbers import read_number
     from training.number_synth import number_image
 
@@ -41,7 +41,7 @@ def measure_images(predictor, images, labels, lengths, styles, count, seed) -> d
             t0 = time.perf_counter()
             for _ in range(count):
                 img, text = number_image(images, labels, rng, n, style)
-                reading = read_number(predictor, img)
+                reading = read_number(predictor, img, config=config)
                 right += reading.text == text
                 digits_found += len(reading.digits) == n
             out[(style, n)] = (right / count, digits_found / count, (time.perf_counter() - t0) / count)
@@ -112,18 +112,27 @@ def main(argv=None) -> int:
     predictor = _predictor(args.model)
     styles = ["separated", "close", "touching"]
     sections = []
-    split = load_idx_folder(REPO / "resources/data/mnist-5k", "train-5k")
-    table = measure_images(predictor, split.images, split.labels, lengths, styles, args.count, args.seed)
-    table.update(measure_drawings(predictor, lengths, args.count, args.seed))
-    title = f"Develop: bundled training subset and generated drawings ({args.count} numbers per row)"
-    _print(title, table)
-    sections.append(_markdown(title, table))
-    if args.measure_test:
-        split = load_idx_folder(Path(args.data), "test")
-        table = measure_images(predictor, split.images, split.labels, lengths, styles, args.count, args.seed)
-        title = f"Measured once: numbers made from MNIST test digits ({args.count} numbers per row)"
+    from mnist_desktop.core.numbers import SegmentationConfig
+    from training.line_reader import development_digits
+
+    alone = SegmentationConfig(line_reader=False)
+    images, labels = development_digits(validation=True)
+    for config, how in ((None, "with the line reader"), (alone, "segmentation alone")):
+        table = measure_images(predictor, images, labels, lengths, styles, args.count, args.seed, config)
+        if config is None:
+            table.update(measure_drawings(predictor, lengths, args.count, args.seed))
+        title = (f"Develop, {how}: validation digits (the default model's held-out 500 of the bundled "
+                 f"subset){' and generated drawings' if config is None else ''} ({args.count} numbers per row)")
         _print(title, table)
         sections.append(_markdown(title, table))
+    if args.measure_test:
+        split = load_idx_folder(Path(args.data), "test")
+        for config, how in ((None, "with the line reader"), (alone, "segmentation alone")):
+            table = measure_images(predictor, split.images, split.labels, lengths, styles, args.count,
+                                   args.seed, config)
+            title = f"Measured once, {how}: numbers made from MNIST test digits ({args.count} numbers per row)"
+            _print(title, table)
+            sections.append(_markdown(title, table))
     if args.output:
         command = "python -m training.number_bench " + " ".join(sys.argv[1:] if argv is None else argv)
         head = ("# Reading numbers: exact-number accuracy\n\n"
@@ -134,7 +143,9 @@ def main(argv=None) -> int:
                 "drifting baseline, `separated` 2-9 px apart (28-px digits), `close` moved together while "
                 "their ink stays 2-3 px apart (boxes may overlap), `touching` moved together "
                 "until their ink touches and 0-2 px further; half dark on light. `drawn` numbers are "
-                "generated stroke digits (`training.synth`) written side by side on the canvas path.\n\n")
+                "generated stroke digits (`training.synth`) written side by side on the canvas path (the line "
+                "reader reads images only). The line reader trained on numbers made from the bundled "
+                "digits outside the validation split (`python -m training.line_reader`).\n\n")
         Path(args.output).write_text(head + "\n".join(sections), encoding="utf-8")
         print(f"wrote {args.output}")
     return 0

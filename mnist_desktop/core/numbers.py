@@ -23,6 +23,11 @@ Segmentation is recognition-driven (the usual approach for handwritten digit str
 3. **Choose** the grouping of the pieces into digits with the best total score (dynamic
    programming over the pieces). Broken digits (a 5 whose bar is a separate stroke, a 4 in
    two strokes) are merged back this way, touching digits split.
+4. **Read the line whole** (images, where the line reader ships:
+   :mod:`mnist_desktop.core.line_reader`). A CTC reader reads the line without cutting it;
+   the grouping is constrained to its digit count (where one grouping has that count), and
+   each digit's probabilities are the product of the classifier's and the reader's. This
+   reads touching digits whose strokes interpenetrate, where no cut separates them.
 
 The weights live in :class:`SegmentationConfig` (tuned on numbers made from training digits
 and generated drawings, ``python -m training.number_bench``).
@@ -44,7 +49,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnist_desktop.core.predictor import NOT_A_DIGIT, Prediction, Predictor
+from mnist_desktop.core.predictor import NOT_A_DIGIT, UNSURE, Prediction, Predictor
 from mnist_desktop.core.preprocess import (
     Drawing, EmptyInputError, Input, PreprocessOptions, Stroke, clean_ink, fits_small_batch, gray_to_ink,
     image_to_gray, preprocess, preprocess_small_batch, working_copy,
@@ -80,6 +85,8 @@ class SegmentationConfig:
     not_digit_weight: float = 1.0  # a candidate the model flags "not a digit"
     digit_bonus: float = 0.0      # every digit read (balances the log probabilities)
     cut_weight: float = 0.5       # per stroke of ink a chosen cut crosses
+    line_reader: bool = True      # images: the shipped line reader's digit count constrains the
+    #                               grouping and its probabilities join the classifier's
 
 
 @dataclass(frozen=True)
@@ -319,14 +326,75 @@ def _best_grouping(candidates: Sequence[_Candidate], n: int, cut_cost: np.ndarra
     return out[::-1]
 
 
+def _best_grouping_of(candidates: Sequence[_Candidate], n: int, cut_cost: np.ndarray,
+                      config: SegmentationConfig, count: int) -> list[_Candidate] | None:
+    """:func:`_best_grouping` with exactly ``count`` digits (a piece no digit holds costs
+    what it costs there); None when no grouping has ``count`` digits."""
+    by_end: list[list[_Candidate]] = [[] for _ in range(n + 1)]
+    for c in candidates:
+        by_end[c.j].append(c)
+    scores = {id(c): candidate_score(c, config) for c in candidates}
+    best = np.full((n + 1, count + 1), -math.inf)
+    best[0, 0] = 0.0
+    back: dict[tuple[int, int], _Candidate | None] = {}
+    for j in range(1, n + 1):
+        for m in range(count + 1):
+            if best[j - 1, m] > -math.inf:          # piece j - 1 in no digit
+                best[j, m], back[(j, m)] = best[j - 1, m] - 20.0, None
+            if not m:
+                continue
+            for c in by_end[j]:
+                s = scores[id(c)]
+                if s == -math.inf or best[c.i, m - 1] == -math.inf:
+                    continue
+                v = best[c.i, m - 1] + s - (config.cut_weight * float(cut_cost[c.i]) if c.i else 0.0)
+                if v > best[j, m]:
+                    best[j, m], back[(j, m)] = v, c
+    if best[n, count] == -math.inf:
+        return None
+    out: list[_Candidate] = []
+    j, m = n, count
+    while j > 0:
+        c = back[(j, m)]
+        if c is None:
+            j -= 1
+            continue
+        out.append(c)
+        j, m = c.i, m - 1
+    return out[::-1]
+
+
 def _choose(predictor: Predictor, candidates: list[_Candidate], n: int, cut_cost: np.ndarray,
-            config: SegmentationConfig) -> list[Segment]:
+            config: SegmentationConfig, count: int | None = None) -> list[Segment]:
+    """The best grouping (of ``count`` digits when one exists and ``count`` is given)."""
     preds = _predict_candidates(predictor, [c.segment.source for c in candidates])
     for c, p in zip(candidates, preds):
         c.prediction = p
-    chosen = _best_grouping(candidates, n, cut_cost, config)
+    chosen = _best_grouping_of(candidates, n, cut_cost, config, count) if count else None
+    if chosen is None:
+        chosen = _best_grouping(candidates, n, cut_cost, config)
     return [Segment(c.segment.box, c.segment.source, c.segment.scale, c.segment.crop, c.segment.origin,
                     c.prediction) for c in chosen]
+
+
+DIGIT_LABELS = tuple("0123456789")
+
+
+def _second_opinion(s: Segment, probs: np.ndarray) -> Segment:
+    """``s`` with the line reader's probabilities for its digit joined to the
+    classifier's (their product, renormalised). The classifier's prediction stays
+    untouched where the joint answer is its own."""
+    p = s.prediction
+    if p is None or tuple(p.labels) != DIGIT_LABELS:
+        return s
+    joint = np.asarray(p.probs, np.float64) * (np.asarray(probs, np.float64) + 1e-6)
+    joint /= joint.sum()
+    if int(np.argmax(joint)) == p.index:
+        return s
+    top = float(joint.max())
+    unsure = top < 0.5
+    pred = Prediction(p.labels, joint.astype(np.float32), unsure, top, p.image, UNSURE if unsure else "")
+    return Segment(s.box, s.source, s.scale, s.crop, s.origin, pred)
 
 
 # --------------------------------------------------------------------------- cut paths
@@ -438,7 +506,7 @@ def _union_paths(sets: Sequence[list[tuple[np.ndarray, float]]], spacing: float)
 
 # --------------------------------------------------------------------------- images
 
-def _ink_map(source: Input, options: PreprocessOptions) -> tuple[np.ndarray, float]:
+def ink_map(source: Input, options: PreprocessOptions) -> tuple[np.ndarray, float]:
     """The input's ink map at the working resolution (preprocessing's own steps: polarity,
     background, contrast) and the input pixels per ink-map pixel."""
     if isinstance(source, (list, tuple)):
@@ -557,7 +625,7 @@ def _components(labels: np.ndarray, n: int) -> list[_Piece]:
 
 def _segment_image(source: Input, options: PreprocessOptions, predictor: Predictor | None,
                    config: SegmentationConfig) -> Segmentation:
-    ink, scale = _ink_map(source, options)
+    ink, scale = ink_map(source, options)
     mask = ink >= INK_THRESHOLD
     if not mask.any():
         raise EmptyInputError()
@@ -574,8 +642,20 @@ def _segment_image(source: Input, options: PreprocessOptions, predictor: Predict
     candidates = []
     for i, j, width, height, gap in _candidate_runs(boxes, line_h, config):
         candidates.append(_Candidate(i, j, _atoms_segment(ink, atoms, boxes, i, j, scale), width, height, gap))
-    segments = _choose(predictor, candidates, len(boxes), cut_cost, config)
+    reading = _read_line(ink) if config.line_reader else None
+    count = len(reading.text) if reading is not None and reading.text else None
+    segments = _choose(predictor, candidates, len(boxes), cut_cost, config, count)
+    if count is not None and len(segments) == count > 1:
+        segments = [_second_opinion(s, probs) for s, probs in zip(segments, reading.probs)]
     return Segmentation(segments, "image", source, ink, scale)
+
+
+def _read_line(ink: np.ndarray):
+    """The shipped line reader's reading of the ink map (None where none ships)."""
+    from mnist_desktop.core.line_reader import default_line_reader
+
+    reader = default_line_reader()
+    return reader.read_ink(ink) if reader is not None else None
 
 
 def _image_atoms(ink: np.ndarray, labels: np.ndarray, pieces: list[_Piece], line_h: float, stroke: float,
